@@ -1,0 +1,49 @@
+"""Exactly-once ingestion of landed files into Delta Lake tables.
+
+The public API::
+
+    from ingest_core import IdempotentIngestor
+    ing = IdempotentIngestor(table="./lake/orders")
+    stats = ing.ingest_directory("landing/")
+"""
+
+from ingest_core.config import IngestConfig, StorageConfig, from_env
+from ingest_core.errors import (
+    AttemptsExhaustedError,
+    ConfigurationError,
+    CorruptFileError,
+    InProgressError,
+    IngestError,
+    LeaseLostError,
+    LedgerConflictError,
+    LedgerUnavailableError,
+    SchemaIncompatibleError,
+    SourceChangedError,
+    TransformError,
+)
+from ingest_core.ingestor import IdempotentIngestor
+from ingest_core.ledger import BaseLedger, FileRecord, open_ledger
+from ingest_core.results import IngestResult, RunStats
+
+__all__ = [
+    "AttemptsExhaustedError",
+    "BaseLedger",
+    "ConfigurationError",
+    "CorruptFileError",
+    "FileRecord",
+    "IdempotentIngestor",
+    "InProgressError",
+    "IngestConfig",
+    "IngestError",
+    "IngestResult",
+    "LeaseLostError",
+    "LedgerConflictError",
+    "LedgerUnavailableError",
+    "RunStats",
+    "SchemaIncompatibleError",
+    "SourceChangedError",
+    "StorageConfig",
+    "TransformError",
+    "from_env",
+    "open_ledger",
+]

@@ -1,0 +1,131 @@
+"""The Delta side of the protocol: a guarded append through delta-rs.
+
+Every file's rows are committed with a transaction id `ingest-<sha256>` in the
+same commit. Before writing, the caller checks those ids on a snapshot and
+writes from that very snapshot object: delta-rs then fails a commit that
+races another carrying the same id (`CommitFailedError`), where a writer that
+reloaded the table would have committed a duplicate. After any error, reload
+and look again: a failed call may still have committed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+APP_ID_PREFIX = "ingest-"
+METADATA_KEY = "ingest.files"
+HISTORY_SEARCH_LIMIT = 2_000
+"""How many recent commits a recovery searches for a file's commit."""
+
+
+def app_id(sha256: str) -> str:
+    """The Delta transaction id of one content."""
+    return APP_ID_PREFIX + sha256
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """A file in a commit: what goes in the commit's metadata."""
+
+    sha256: str
+    path: str
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class Landing:
+    """Where a file's rows are: the Delta version and the rows it added."""
+
+    version: int | None
+    rows: int | None
+
+
+class DeltaTarget:
+    """One Delta table, its loaded snapshot reused and refreshed incrementally."""
+
+    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.uri = uri
+        self.storage_options = storage_options
+        self._table: DeltaTable | None = None
+
+    def snapshot(self) -> DeltaTable | None:
+        """The latest snapshot (None while the table does not exist yet)."""
+        if self._table is None:
+            try:
+                self._table = DeltaTable(self.uri, storage_options=self.storage_options)
+            except TableNotFoundError:
+                return None
+        else:
+            self._table.update_incremental()
+        return self._table
+
+    def forget(self) -> None:
+        """Drop the loaded snapshot; the next `snapshot` loads the table afresh."""
+        self._table = None
+
+    @staticmethod
+    def schema(table: DeltaTable | None) -> pa.Schema | None:
+        """The table's schema as Arrow, or None for a table not created yet."""
+        return None if table is None else pa.schema(table.schema().to_arrow())
+
+    @staticmethod
+    def has_landed(table: DeltaTable | None, sha256: str) -> bool:
+        """Whether this snapshot holds the transaction id of `sha256`."""
+        return table is not None and table.transaction_version(app_id(sha256)) is not None
+
+    def locate(self, table: DeltaTable, sha256: str) -> Landing:
+        """Find the commit that carried `sha256` (recovery only: reads recent history)."""
+        for commit in table.history(HISTORY_SEARCH_LIMIT):
+            raw = commit.get(METADATA_KEY)
+            if not raw:
+                continue
+            for entry in json.loads(str(raw)):
+                if entry.get("sha256") == sha256:
+                    rows = entry.get("rows")
+                    if rows is None:
+                        rows = commit.get("operationMetrics", {}).get("num_added_rows")
+                    return Landing(version=commit.get("version"), rows=rows)
+        return Landing(version=None, rows=None)
+
+    def append(
+        self,
+        table: DeltaTable | None,
+        data: pa.Table | pa.RecordBatchReader,
+        files: list[FileEntry],
+        *,
+        merge_schema: bool,
+    ) -> int:
+        """Append `data` in one commit carrying one transaction id per file.
+
+        `table` must be the snapshot the caller checked the ids on (None creates
+        the table). Returns the version committed.
+        """
+        now_ms = int(time.time() * 1000)
+        properties = CommitProperties(
+            app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],
+            custom_metadata={
+                METADATA_KEY: json.dumps(
+                    [{"sha256": f.sha256, "path": f.path, "rows": f.rows} for f in files]
+                )
+            },
+        )
+        options: dict[str, Any] = {
+            "mode": "append",
+            "schema_mode": "merge" if merge_schema else None,
+            "commit_properties": properties,
+        }
+        if table is not None:
+            write_deltalake(table, data, **options)
+            return table.version()
+        write_deltalake(self.uri, data, storage_options=self.storage_options, **options)
+        created = self.snapshot()
+        assert created is not None
+        landing = self.locate(created, files[0].sha256)
+        return landing.version if landing.version is not None else created.version()

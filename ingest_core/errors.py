@@ -1,0 +1,63 @@
+"""Every exception the ingestion core raises, in one place.
+
+Retryable errors leave a file `failed` so a later run (or the platform's retry)
+takes it again; non-retryable ones put it in `quarantined` at once.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Base class of every error raised by ingest_core."""
+
+    retryable: bool = True
+
+
+class ConfigurationError(IngestError):
+    """The configuration, a URI or a command-line value is unusable; fix it and run again."""
+
+    retryable = False
+
+
+class LedgerUnavailableError(IngestError):
+    """The ledger cannot be opened or reached."""
+
+
+class LedgerConflictError(IngestError):
+    """A conditional ledger write lost: the row exists already or its version moved on."""
+
+
+class LeaseLostError(IngestError):
+    """Another worker took over a file whose lease this worker let expire."""
+
+
+class InProgressError(IngestError):
+    """Another worker holds a live lease on this content; retry later."""
+
+
+class SourceChangedError(IngestError):
+    """The source file changed or vanished while it was being read."""
+
+
+class CorruptFileError(IngestError):
+    """The file cannot be parsed in its format; it is quarantined."""
+
+    retryable = False
+
+
+class SchemaIncompatibleError(IngestError):
+    """The file's columns cannot be reconciled with the table's schema; it is quarantined."""
+
+    retryable = False
+
+
+class TransformError(IngestError):
+    """The user transform raised or returned something that is not Arrow data."""
+
+    retryable = False
+
+
+class AttemptsExhaustedError(IngestError):
+    """The file failed on every allowed attempt; it is quarantined."""
+
+    retryable = False

@@ -1,0 +1,137 @@
+"""Parquet, CSV and JSON lines (each optionally gzip) as streams of Arrow record batches."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from ingest_core.errors import ConfigurationError, CorruptFileError
+
+FORMATS = ("parquet", "csv", "jsonl")
+
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+_BATCH_ROWS = 64 * 1024
+_TEXT_BLOCK_BYTES = 8 * 1024 * 1024
+"""CSV/JSON parse block; type inference looks at the first block."""
+
+
+def format_of(name: str, override: str | None = None) -> str:
+    """The format to parse `name` with: `override` if given, else its extension.
+
+    Raises CorruptFileError (the file is quarantined) when the extension is unknown.
+    """
+    if override:
+        if override not in FORMATS:
+            raise ConfigurationError(
+                f"unknown format {override!r}: use one of {', '.join(FORMATS)}"
+            )
+        return override
+    suffixes = [s.lower() for s in PurePosixPath(name).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    fmt = _EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        raise CorruptFileError(
+            f"{name}: cannot tell its format from the extension; "
+            f"rename it or pass --format ({', '.join(FORMATS)})"
+        )
+    return fmt
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
+class OpenedFile:
+    """A local file opened as Arrow batches; closes what it opened (temp files included)."""
+
+    def __init__(self, path: Path, fmt: str, name: str) -> None:
+        self.name = name
+        self._tmp: Path | None = None
+        head = _head(path)
+        if not head:
+            raise CorruptFileError(f"{name}: the file is empty (0 bytes); nothing to ingest")
+        compressed = head.startswith(_GZIP_MAGIC)
+        if fmt != "parquet" and head == _PARQUET_MAGIC:
+            raise CorruptFileError(
+                f"{name}: the bytes are parquet but the file is read as {fmt}; "
+                "rename it to .parquet or pass --format parquet"
+            )
+        try:
+            self.reader = self._open(path, fmt, compressed)
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            self.close()
+            raise CorruptFileError(f"{name}: not readable as {fmt}: {exc}") from exc
+
+    def _open(self, path: Path, fmt: str, compressed: bool) -> pa.RecordBatchReader:
+        if fmt == "parquet":
+            if compressed:
+                path = self._gunzip(path)
+            parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=1024 * 1024)
+            return pa.RecordBatchReader.from_batches(
+                parquet.schema_arrow, parquet.iter_batches(batch_size=_BATCH_ROWS)
+            )
+        stream = pa.input_stream(str(path), compression="gzip" if compressed else None)
+        if fmt == "csv":
+            return pa_csv.open_csv(
+                stream, read_options=pa_csv.ReadOptions(block_size=_TEXT_BLOCK_BYTES)
+            )
+        return pa_json.open_json(
+            stream, read_options=pa_json.ReadOptions(block_size=_TEXT_BLOCK_BYTES)
+        )
+
+    def _gunzip(self, path: Path) -> Path:
+        with tempfile.NamedTemporaryFile(suffix=".parquet", delete=False) as out:
+            self._tmp = Path(out.name)
+            with gzip.open(path, "rb") as src:
+                shutil.copyfileobj(src, out, 8 * 1024 * 1024)
+        return self._tmp
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The file's Arrow schema (for CSV/JSON: inferred from the first block)."""
+        return self.reader.schema
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        """The batches, one at a time; a parse error raises CorruptFileError."""
+        try:
+            yield from self.reader
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise CorruptFileError(f"{self.name}: parse error: {exc}") from exc
+
+    def read_all(self) -> pa.Table:
+        """The whole file as one table (for files small enough to batch)."""
+        return pa.Table.from_batches(list(self.batches()), self.schema)
+
+    def close(self) -> None:
+        """Close the reader and remove any temp file."""
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
+        if self._tmp is not None:
+            self._tmp.unlink(missing_ok=True)
+            self._tmp = None
+
+    def __enter__(self) -> OpenedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

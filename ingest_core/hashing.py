@@ -1,0 +1,34 @@
+"""Streaming SHA-256: hash a byte stream in chunks, optionally spooling it to disk."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import BinaryIO
+
+CHUNK_BYTES = 8 * 1024 * 1024
+"""8 MiB: large enough for hashlib to run at full speed, small enough to stay out of RSS."""
+
+
+def hash_chunks(chunks: Iterable[bytes], spool: BinaryIO | None = None) -> tuple[str, int]:
+    """SHA-256 hex digest and byte count of `chunks`, writing each chunk to `spool` if given."""
+    digest = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        digest.update(chunk)
+        size += len(chunk)
+        if spool is not None:
+            spool.write(chunk)
+    return digest.hexdigest(), size
+
+
+def read_chunks(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterable[bytes]:
+    """Yield a binary stream in chunks of at most `chunk_bytes`."""
+    while chunk := stream.read(chunk_bytes):
+        yield chunk
+
+
+def file_sha256(path: str, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, int]:
+    """SHA-256 and size of a local file, read in chunks."""
+    with open(path, "rb") as stream:
+        return hash_chunks(read_chunks(stream, chunk_bytes))

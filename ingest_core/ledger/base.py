@@ -1,0 +1,319 @@
+"""The ledger: one row per (target table, content sha256), the lock and the record.
+
+`BaseLedger` holds the whole claim/lease/complete logic. A back end implements
+only four storage methods: `_get`, `_insert` (conditional: fails if the row
+exists), `_replace` (conditional: fails unless the row still has the version
+the caller read) and `_query`. Both conditions raise `LedgerConflictError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from ingest_core.errors import LeaseLostError, LedgerConflictError
+
+PROCESSING = "processing"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+QUARANTINED = "quarantined"
+STATUSES = (PROCESSING, SUCCEEDED, FAILED, QUARANTINED)
+
+MAX_ERROR_CHARS = 8_000
+"""Error text kept in a row: well inside Azure Table's 64 KiB property limit."""
+
+MAX_SEEN_PATHS = 50
+"""How many other paths carrying the same content a row remembers."""
+
+
+@dataclass
+class FileRecord:
+    """The ledger's row for one content bound for one table."""
+
+    table: str
+    sha256: str
+    status: str
+    path: str
+    size: int = 0
+    source_etag: str | None = None
+    owner: str | None = None
+    lease_until: datetime | None = None
+    attempt: int = 1
+    delta_version: int | None = None
+    rows: int | None = None
+    error: str | None = None
+    seen_paths: list[str] = field(default_factory=list)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    etag: str | None = None
+    """The row's version in the store; conditional writes compare it."""
+
+    def lease_live(self, now: datetime) -> bool:
+        """Whether a `processing` row is still held by its owner at `now`."""
+        return self.status == PROCESSING and self.lease_until is not None and self.lease_until > now
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view (times as ISO 8601, no store version)."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "etag":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+ClaimOutcome = Literal["claimed", "done", "in_progress", "quarantined"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `BaseLedger.claim` found: the outcome and the row as it now stands."""
+
+    outcome: ClaimOutcome
+    record: FileRecord
+
+
+def bound_error(text: str) -> str:
+    """Cut an error message to what a ledger row keeps."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return text[: MAX_ERROR_CHARS - 20] + " ...[truncated]"
+
+
+class BaseLedger(ABC):
+    """Claim, renew, complete and fail rows; back ends supply the storage."""
+
+    def __init__(self, clock: Callable[[], datetime] | None = None) -> None:
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # -- storage: the only methods a back end implements -------------------
+
+    @abstractmethod
+    def _get(self, table: str, sha256: str) -> FileRecord | None:
+        """Read one row, or None."""
+
+    @abstractmethod
+    def _insert(self, record: FileRecord) -> FileRecord:
+        """Insert a new row; raise LedgerConflictError if the key exists."""
+
+    @abstractmethod
+    def _replace(self, record: FileRecord) -> FileRecord:
+        """Replace a row whose version is still `record.etag`; else LedgerConflictError."""
+
+    @abstractmethod
+    def _query(
+        self, *, table: str | None = None, status: str | None = None, path: str | None = None
+    ) -> Iterator[FileRecord]:
+        """Rows matching every filter given (path compares the row's `path`)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
+        """Release connections."""
+
+    # -- the protocol -------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The ledger's clock (UTC)."""
+        return self._clock()
+
+    def get(self, table: str, sha256: str) -> FileRecord | None:
+        """The row for this content in this table, if any."""
+        return self._get(table, sha256)
+
+    def records(
+        self, *, table: str | None = None, status: str | None = None, path: str | None = None
+    ) -> list[FileRecord]:
+        """Rows matching the filters, oldest first."""
+        rows = list(self._query(table=table, status=status, path=path))
+        rows.sort(key=lambda r: (r.created_at or datetime.min.replace(tzinfo=UTC), r.sha256))
+        return rows
+
+    def claim(
+        self,
+        table: str,
+        sha256: str,
+        *,
+        path: str,
+        owner: str,
+        lease_seconds: float,
+        max_attempts: int,
+        size: int = 0,
+        source_etag: str | None = None,
+    ) -> Claim:
+        """Try to become the one worker that ingests this content into this table.
+
+        The row is the lock; its store version guards every change::
+
+            worker A   insert ─── processing, lease ──────────┬── renew ─── succeeded
+                                   │<────── lease_seconds ──>│
+            worker B        insert: 409 → read → live lease → "in_progress" (retry later)
+            worker C                                 (A died) read → lease expired
+                                                     → replace If-Match → processing, attempt+1
+
+        A 409/412 is not proof that someone else won (the SDK may have retried
+        our own write), so the owner token read back decides.
+        """
+        now = self.now()
+        fresh = FileRecord(
+            table=table,
+            sha256=sha256,
+            status=PROCESSING,
+            path=path,
+            size=size,
+            source_etag=source_etag,
+            owner=owner,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            created_at=now,
+            updated_at=now,
+        )
+        for _ in range(5):
+            try:
+                return Claim("claimed", self._insert(fresh))
+            except LedgerConflictError:
+                pass
+            existing = self._get(table, sha256)
+            if existing is None:
+                continue  # released between our insert and read: insert again
+            decided = self._decide(existing, fresh, owner, lease_seconds, max_attempts)
+            if decided is not None:
+                return decided
+        raise LedgerConflictError(f"could not settle the claim of {sha256} in {table}: retry")
+
+    def _decide(
+        self,
+        existing: FileRecord,
+        fresh: FileRecord,
+        owner: str,
+        lease_seconds: float,
+        max_attempts: int,
+    ) -> Claim | None:
+        """Claim outcome for an existing row; None when a concurrent change means: look again."""
+        now = self.now()
+        if existing.status == PROCESSING and existing.owner == owner:
+            return Claim("claimed", existing)
+        if existing.status == SUCCEEDED:
+            return Claim("done", self._note_sighting(existing, fresh.path))
+        if existing.status == QUARANTINED:
+            return Claim("quarantined", self._note_sighting(existing, fresh.path))
+        if existing.lease_live(now):
+            return Claim("in_progress", existing)
+        if existing.attempt >= max_attempts:
+            gave_up = dataclasses.replace(
+                existing,
+                status=QUARANTINED,
+                owner=None,
+                lease_until=None,
+                updated_at=now,
+                error=bound_error(
+                    f"gave up after {existing.attempt} attempts; last error: {existing.error}"
+                ),
+            )
+            try:
+                return Claim("quarantined", self._replace(gave_up))
+            except LedgerConflictError:
+                return None
+        takeover = dataclasses.replace(
+            existing,
+            status=PROCESSING,
+            owner=owner,
+            path=fresh.path,
+            size=fresh.size,
+            source_etag=fresh.source_etag,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            attempt=existing.attempt + 1,
+            updated_at=now,
+        )
+        try:
+            return Claim("claimed", self._replace(takeover))
+        except LedgerConflictError:
+            return None  # re-read: it may have been our own retried write
+
+    def _note_sighting(self, record: FileRecord, path: str) -> FileRecord:
+        """Remember that this content was also seen under `path` (best effort)."""
+        if path == record.path or path in record.seen_paths:
+            return record
+        seen = [*record.seen_paths, path][-MAX_SEEN_PATHS:]
+        try:
+            return self._replace(dataclasses.replace(record, seen_paths=seen))
+        except LedgerConflictError:
+            return record  # a concurrent change won; the sighting is a courtesy, not state
+
+    def renew(self, record: FileRecord, lease_seconds: float) -> FileRecord:
+        """Extend the lease of a row this worker owns; LeaseLostError if it is gone."""
+        renewed = dataclasses.replace(
+            record,
+            lease_until=self.now() + timedelta(seconds=lease_seconds),
+            updated_at=self.now(),
+        )
+        try:
+            return self._replace(renewed)
+        except LedgerConflictError:
+            current = self._get(record.table, record.sha256)
+            if current and current.status == PROCESSING and current.owner == record.owner:
+                return self.renew(current, lease_seconds)
+            raise LeaseLostError(
+                f"lost the lease on {record.path} ({record.sha256[:12]}): "
+                "another worker took it over; this worker stops without committing"
+            ) from None
+
+    def complete(
+        self, record: FileRecord, *, delta_version: int | None, rows: int | None
+    ) -> FileRecord:
+        """Mark the content as in the table.
+
+        Losing the version race here is harmless: the transaction id in the
+        Delta log makes whoever owns the row now find the data and complete it.
+        """
+        done = dataclasses.replace(
+            record,
+            status=SUCCEEDED,
+            owner=None,
+            lease_until=None,
+            delta_version=delta_version,
+            rows=rows,
+            error=None,
+            updated_at=self.now(),
+        )
+        try:
+            return self._replace(done)
+        except LedgerConflictError:
+            current = self._get(record.table, record.sha256)
+            if current and current.status == PROCESSING and current.owner == record.owner:
+                return self.complete(current, delta_version=delta_version, rows=rows)
+            return current or done
+
+    def fail(self, record: FileRecord, error: str, *, quarantine: bool = False) -> FileRecord:
+        """Record a failed attempt (`failed`, retried later) or quarantine the content."""
+        failed = dataclasses.replace(
+            record,
+            status=QUARANTINED if quarantine else FAILED,
+            owner=None,
+            lease_until=None,
+            error=bound_error(error),
+            updated_at=self.now(),
+        )
+        try:
+            return self._replace(failed)
+        except LedgerConflictError:
+            current = self._get(record.table, record.sha256)
+            if current and current.status == PROCESSING and current.owner == record.owner:
+                return self.fail(current, error, quarantine=quarantine)
+            return current or failed
+
+    def release(self, table: str, sha256: str) -> FileRecord | None:
+        """Turn a quarantined row back into `failed` with fresh attempts, for the next retry."""
+        for _ in range(5):
+            current = self._get(table, sha256)
+            if current is None or current.status != QUARANTINED:
+                return current
+            try:
+                return self._replace(
+                    dataclasses.replace(current, status=FAILED, attempt=0, updated_at=self.now())
+                )
+            except LedgerConflictError:
+                continue
+        raise LedgerConflictError(f"could not release {sha256} in {table}: retry")

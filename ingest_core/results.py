@@ -1,0 +1,68 @@
+"""What an ingestion reports: one `IngestResult` per file, a `RunStats` per run."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
+
+Outcome = Literal["ingested", "skipped", "in_progress", "failed", "quarantined"]
+OUTCOMES: tuple[Outcome, ...] = ("ingested", "skipped", "in_progress", "failed", "quarantined")
+
+
+@dataclass
+class IngestResult:
+    """The outcome for one file."""
+
+    path: str
+    status: Outcome
+    sha256: str | None = None
+    rows: int | None = None
+    error: str | None = None
+    delta_version: int | None = None
+    size: int | None = None
+    duration_s: float = 0.0
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunStats:
+    """The outcomes of a run, with counts per status."""
+
+    files: list[IngestResult] = field(default_factory=list)
+
+    def add(self, result: IngestResult) -> None:
+        """Count one more file."""
+        self.files.append(result)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many files ended in each status (every status present, zero included)."""
+        seen = Counter(r.status for r in self.files)
+        return {status: seen[status] for status in OUTCOMES}
+
+    @property
+    def rows(self) -> int:
+        """Rows written by this run."""
+        return sum(r.rows or 0 for r in self.files if r.status == "ingested")
+
+    @property
+    def ok(self) -> bool:
+        """True when every file was ingested or skipped."""
+        return all(r.status in ("ingested", "skipped") for r in self.files)
+
+    def __getattr__(self, name: str) -> int:
+        if name in OUTCOMES:
+            return self.counts[name]
+        raise AttributeError(name)
+
+    def __getitem__(self, status: str) -> int:
+        return self.counts[status]
+
+    def to_dict(self) -> dict[str, object]:
+        """The `--json` shape: integer counts, `rows`, and a `files` list."""
+        return {**self.counts, "rows": self.rows, "files": [r.to_dict() for r in self.files]}

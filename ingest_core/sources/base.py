@@ -1,0 +1,62 @@
+"""What the core needs from a place files land in: list them, fetch one locally."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file found in a source, before it is read."""
+
+    uri: str
+    """Where it is: an absolute local path or a URL. Recorded in the ledger and lineage."""
+    relative: str
+    """Its path below the SOURCE it was listed from (routes match against this)."""
+    size: int | None = None
+    etag: str | None = None
+
+
+@dataclass
+class LocalCopy:
+    """A file's bytes on local disk, with the hash of exactly those bytes."""
+
+    path: Path
+    sha256: str
+    size: int
+    etag: str | None
+    temporary: bool
+    """True when `path` is a spool file this process owns and must delete."""
+
+    def discard(self) -> None:
+        """Delete the spool file, if this copy is one."""
+        if self.temporary:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+class Source(Protocol):
+    """A landing zone: a local folder, or a Blob/ADLS container."""
+
+    def list(self, root: str) -> Iterator[SourceFile]:
+        """Every ingestible file under `root` (a file or a folder/prefix), in a stable order."""
+        ...
+
+    def fetch(self, file: SourceFile, spool_dir: Path) -> LocalCopy:
+        """Read the file once, hashing it; raise SourceChangedError if it moves under us."""
+        ...
+
+    def verify(self, file: SourceFile, copy: LocalCopy) -> None:
+        """Raise SourceChangedError if the bytes at `copy.path` no longer match `copy.sha256`."""
+        ...
+
+
+def is_hidden(name: str) -> bool:
+    """Names Spark and Hadoop treat as metadata (`_SUCCESS`, `.crc`, `_temporary`)."""
+    return name.startswith((".", "_"))
