@@ -52,7 +52,7 @@ def azurite() -> Iterator[str]:
     workdir = tempfile.mkdtemp(prefix="azurite-")
     log = open(os.path.join(workdir, "azurite.log"), "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
-        [*_azurite_command(), "--silent", "--skipApiVersionCheck", "--inMemoryPersistence",
+        [*_azurite_command(), "--silent", "--skipApiVersionCheck",
          "--location", workdir, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
          "--tableHost", "127.0.0.1"],
         stdout=log, stderr=subprocess.STDOUT,
@@ -67,7 +67,11 @@ def azurite() -> Iterator[str]:
         yield AZURITE_CONNECTION
     finally:
         process.terminate()
-        process.wait(10)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
