@@ -52,6 +52,10 @@ class IngestConfig:
     """Files larger than this are streamed into a commit of their own."""
     workers: int = 1
     storage: StorageConfig = field(default_factory=StorageConfig)
+    landing_path: str | None = None
+    """The Functions blob-trigger path (`container/{name}`); its container is the default."""
+    landing_containers: tuple[str, ...] = ()
+    """Containers whose blobs events may ingest; empty: the container of `landing_path`."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -64,6 +68,13 @@ class IngestConfig:
     def replace(self, **changes: Any) -> IngestConfig:
         """A copy with `changes` applied (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def allowed_containers(self) -> frozenset[str]:
+        """The landing containers events may name (INGEST_LANDING_CONTAINERS, else the path's)."""
+        if self.landing_containers:
+            return frozenset(self.landing_containers)
+        container = (self.landing_path or "").strip("/").split("/", 1)[0]
+        return frozenset([container]) if container else frozenset()
 
     def resolved_ledger_uri(self) -> str:
         """The ledger URI, defaulting to a SQLite file beside a local table."""
@@ -120,7 +131,8 @@ def from_env(
     Variables: INGEST_TABLE_URI, INGEST_LEDGER_URI, INGEST_STORAGE_CONNECTION,
     INGEST_STORAGE_ACCOUNT, INGEST_FORMAT, INGEST_SCHEMA_MODE, INGEST_LINEAGE,
     INGEST_TRANSFORM, INGEST_LEASE_SECONDS, INGEST_MAX_ATTEMPTS,
-    INGEST_BATCH_FILES, INGEST_WORKERS.
+    INGEST_BATCH_FILES, INGEST_WORKERS, INGEST_LANDING_PATH,
+    INGEST_LANDING_CONTAINERS (comma-separated).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -130,6 +142,7 @@ def from_env(
         "format": "INGEST_FORMAT",
         "schema_mode": "INGEST_SCHEMA_MODE",
         "transform": "INGEST_TRANSFORM",
+        "landing_path": "INGEST_LANDING_PATH",
     }
     for key, name in text.items():
         if env.get(name):
@@ -145,6 +158,9 @@ def from_env(
             values[key] = _number(env[name], name, kind)
     if env.get("INGEST_LINEAGE"):
         values["lineage"] = _flag(env["INGEST_LINEAGE"], "INGEST_LINEAGE")
+    if env.get("INGEST_LANDING_CONTAINERS"):
+        names = (n.strip() for n in env["INGEST_LANDING_CONTAINERS"].split(","))
+        values["landing_containers"] = tuple(n for n in names if n)
     values["storage"] = StorageConfig(
         connection_string=env.get("INGEST_STORAGE_CONNECTION") or None,
         account_name=env.get("INGEST_STORAGE_ACCOUNT") or None,
