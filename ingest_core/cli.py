@@ -168,7 +168,8 @@ def _print_records(rows: Sequence[FileRecord]) -> None:
             _text(r.delta_version), r.updated_at.isoformat(timespec="seconds") if r.updated_at
             else "", (r.error or "")[:120],
         )
-    Console().print(table)
+    # piped output is not squeezed to 80 columns: keep whole paths greppable
+    Console(width=None if sys.stdout.isatty() else 400).print(table)
     click.echo(f"{len(rows)} rows")
 
 

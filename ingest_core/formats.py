@@ -80,6 +80,18 @@ class OpenedFile:
         except (pa.ArrowException, OSError, ValueError) as exc:
             self.close()
             raise CorruptFileError(f"{name}: not readable as {fmt}: {exc}") from exc
+        if fmt != "parquet":
+            self._refuse_binary_text()
+
+    def _refuse_binary_text(self) -> None:
+        """Text formats infer `binary` for bytes that are not UTF-8: refuse, don't store them."""
+        binary = [f.name for f in self.reader.schema if pa.types.is_binary(f.type)]
+        if binary:
+            self.close()
+            raise CorruptFileError(
+                f"{self.name}: column(s) {', '.join(binary)} are not valid UTF-8 text; "
+                "re-encode the file as UTF-8"
+            )
 
     def _open(self, path: Path, fmt: str, compressed: bool) -> pa.RecordBatchReader:
         if fmt == "parquet":

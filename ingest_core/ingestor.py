@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from ingest_core.errors import (
 from ingest_core.faults import crash_point
 from ingest_core.lease import LeaseKeeper
 from ingest_core.ledger import BaseLedger, FileRecord, open_ledger
-from ingest_core.results import IngestResult, RunStats
+from ingest_core.results import IngestResult, Outcome, RunStats
 from ingest_core.sources import LocalCopy, Source, SourceFile, source_for
 
 if TYPE_CHECKING:
@@ -213,7 +214,7 @@ class IdempotentIngestor:
     ) -> tuple[_Work | None, IngestResult | None]:
         """Fetch and hash the file, then claim it; a result when there is nothing to write."""
 
-        def result(status: Any, **extra: Any) -> IngestResult:
+        def result(status: Outcome, **extra: Any) -> IngestResult:
             return IngestResult(
                 path=file.uri, status=status, duration_s=time.monotonic() - started, **extra
             )
@@ -246,7 +247,7 @@ class IdempotentIngestor:
         if claim.outcome != "claimed":
             copy.discard()
             record = claim.record
-            status = {"done": "skipped"}.get(claim.outcome, claim.outcome)
+            status: Outcome = "skipped" if claim.outcome == "done" else claim.outcome
             error = record.error if claim.outcome == "quarantined" else None
             if claim.outcome == "in_progress":
                 error = f"{file.uri}: another worker ({record.owner}) holds it; retry later"
@@ -296,7 +297,7 @@ class IdempotentIngestor:
             try:
                 yield from self._write_batch(batch)
                 return
-            except Exception as exc:  # noqa: BLE001 - any error may hide a durable commit
+            except Exception as exc:
                 last_error = exc
                 self._delta().forget()
                 if not _is_commit_conflict(exc):
@@ -389,7 +390,7 @@ class IdempotentIngestor:
             except IngestError as exc:
                 last_error = exc
                 break
-            except Exception as exc:  # noqa: BLE001 - any error may hide a durable commit
+            except Exception as exc:
                 last_error = exc
                 self._delta().forget()
                 if not _is_commit_conflict(exc):
@@ -455,7 +456,7 @@ class IdempotentIngestor:
         crash_point("after_commit")
         return self._complete(work, version, rows)
 
-    def _with_lineage(self, work: _Work, data: pa.Table, now: Any) -> pa.Table:
+    def _with_lineage(self, work: _Work, data: pa.Table, now: datetime) -> pa.Table:
         if not self.config.lineage:
             return data
         import pyarrow as pa
@@ -474,7 +475,7 @@ class IdempotentIngestor:
 
     # -- outcomes -------------------------------------------------------------------
 
-    def _result(self, work: _Work, status: Any, **extra: Any) -> IngestResult:
+    def _result(self, work: _Work, status: Outcome, **extra: Any) -> IngestResult:
         return IngestResult(
             path=work.file.uri,
             status=status,
@@ -524,9 +525,7 @@ def _iter_batches(data: Any, name: str) -> Iterator[pa.RecordBatch]:
         raise CorruptFileError(f"{name}: parse error: {exc}") from exc
 
 
-def _utcnow() -> Any:
-    from datetime import UTC, datetime
-
+def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 

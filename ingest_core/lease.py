@@ -63,7 +63,7 @@ class LeaseKeeper:
             with self._lock:
                 try:
                     self._renew(list(self._held))
-                except Exception:  # noqa: BLE001 - a failed renewal is retried next tick
+                except Exception:
                     continue
 
     def close(self) -> None:

@@ -21,11 +21,13 @@ def load_transform(spec: str) -> Transform:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"--transform {spec!r}: cannot import {module_name}: {exc}") from exc
+        raise ConfigurationError(
+            f"--transform {spec!r}: cannot import {module_name}: {exc}"
+        ) from exc
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ConfigurationError(f"--transform {spec!r}: {module_name} has no callable {attr!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def apply_transform(fn: Transform, data: Any, name: str) -> pa.Table | pa.RecordBatchReader:

@@ -50,7 +50,7 @@ def azurite() -> Iterator[str]:
         yield AZURITE_CONNECTION
         return
     workdir = tempfile.mkdtemp(prefix="azurite-")
-    log = open(os.path.join(workdir, "azurite.log"), "w")  # noqa: SIM115 - closed below
+    log = open(os.path.join(workdir, "azurite.log"), "w")
     process = subprocess.Popen(
         [*_azurite_command(), "--silent", "--skipApiVersionCheck",
          "--location", workdir, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",

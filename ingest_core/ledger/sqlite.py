@@ -162,7 +162,7 @@ class SqliteLedger(BaseLedger):
             (*values[2:], record.table, record.sha256, int(record.etag)),
         )
         if cursor.rowcount != 1:
-            raise LedgerConflictError(f"{record.sha256} in {record.table} changed since it was read")
+            raise LedgerConflictError(f"{record.sha256} in {record.table} changed since read")
         return dataclasses.replace(record, etag=str(new_version))
 
     def _query(
