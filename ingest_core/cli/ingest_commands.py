@@ -1,37 +1,17 @@
-"""The `ingest` command line: parse, build the config, call the core, report.
-
-Exit status: 0 when every file was ingested or skipped; 1 when any failed, was
-quarantined or is in progress elsewhere; 2 for usage or configuration errors.
-"""
+"""`ingest run` and `ingest status`."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
 
 import click
 
+from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
+from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.config import IngestConfig, from_env, table_key
-from ingest_core.errors import ConfigurationError, LedgerUnavailableError
-from ingest_core.ledger import STATUSES, FileRecord, open_ledger
-from ingest_core.results import IngestResult, RunStats
-
-EXIT_OK, EXIT_FILES_NOT_DONE, EXIT_USAGE = 0, 1, 2
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
-    """Ingest landed files into Delta Lake tables, each distinct content exactly once.
-
-    The ledger (SQLite by default, Azure Table in production) records every file
-    by the SHA-256 of its bytes, so reruns, redelivered events and racing workers
-    never write the same content twice. Settings may also come from INGEST_*
-    environment variables (see the README); flags win.
-    """
+from ingest_core.errors import ConfigurationError
+from ingest_core.ledger import STATUSES, open_ledger
+from ingest_core.results import RunStats
 
 
 @cli.command()
@@ -84,7 +64,7 @@ def run(
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:
-        _print_summary(stats)
+        print_summary(stats)
     return EXIT_OK if stats.ok else EXIT_FILES_NOT_DONE
 
 
@@ -97,37 +77,12 @@ def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: b
             files = ingestor.list_sources(sources)
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
-        with _progress(len(files), show_progress) as advance:
+        with progress(len(files), show_progress) as advance:
             if config.workers > 1 and len(files) > 1:
                 from ingest_core.parallel import run_parallel
 
                 return run_parallel(config, files, advance)
             return ingestor.run(files, advance)
-
-
-@contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Callable[[IngestResult], None]]:
-    """A progress bar on a terminal's stderr; nothing otherwise."""
-    if not enabled or not sys.stderr.isatty():
-        yield lambda _result: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-    with Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
-    ) as progress:
-        task = progress.add_task("ingesting", total=total)
-        yield lambda _result: progress.advance(task)
-
-
-def _print_summary(stats: RunStats) -> None:
-    for result in stats.files:
-        if result.status in ("failed", "quarantined", "in_progress"):
-            click.echo(f"{result.status}: {result.error or result.path}", err=True)
-    counts = ", ".join(f"{n} {status}" for status, n in stats.counts.items() if n)
-    click.echo(f"{len(stats.files)} files: {counts or 'nothing to do'}; {stats.rows} rows written")
 
 
 @cli.command()
@@ -153,59 +108,5 @@ def status(
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
     else:
-        _print_records(rows)
+        print_records(rows)
     return EXIT_OK
-
-
-def _print_records(rows: Sequence[FileRecord]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("path", "sha256", "status", "attempt", "rows", "version", "updated", "error")
-    for r in rows:
-        table.add_row(
-            r.path, r.sha256[:12], r.status, str(r.attempt), _text(r.rows),
-            _text(r.delta_version), r.updated_at.isoformat(timespec="seconds") if r.updated_at
-            else "", (r.error or "")[:120],
-        )
-    # piped output is not squeezed to 80 columns: keep whole paths greppable
-    Console(width=None if sys.stdout.isatty() else 400).print(table)
-    click.echo(f"{len(rows)} rows")
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def run_cli(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return its exit status (no traceback for user errors)."""
-    try:
-        result: Any = cli.main(args=argv, prog_name="ingest", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return EXIT_USAGE
-    except click.Abort:
-        return EXIT_FILES_NOT_DONE
-    except (ConfigurationError, LedgerUnavailableError) as exc:
-        click.echo(f"ingest: error: {exc}", err=True)
-        return EXIT_USAGE
-    return result if isinstance(result, int) else EXIT_OK
-
-
-def main() -> None:
-    """Console-script entry point.
-
-    Leaves through `os._exit` after flushing: Arrow's thread pools can abort
-    a normally exiting process ("terminate called without an active
-    exception", status 134), which would replace the real exit status.
-    """
-    code = run_cli()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,60 @@
+"""The `ingest` command group and its exit-status contract.
+
+Exit status: 0 when every file was ingested or skipped; 1 when any failed, was
+quarantined or is in progress elsewhere; 2 for usage or configuration errors.
+Each command lives in its own module of this package and registers on `cli`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from ingest_core.errors import ConfigurationError, LedgerUnavailableError
+
+EXIT_OK, EXIT_FILES_NOT_DONE, EXIT_USAGE = 0, 1, 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Ingest landed files into Delta Lake tables, each distinct content exactly once.
+
+    The ledger (SQLite by default, Azure Table in production) records every file
+    by the SHA-256 of its bytes, so reruns, redelivered events and racing workers
+    never write the same content twice. Settings may also come from INGEST_*
+    environment variables (see the README); flags win.
+    """
+
+
+def run_cli(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status (no traceback for user errors)."""
+    try:
+        result: Any = cli.main(args=argv, prog_name="ingest", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_USAGE
+    except click.Abort:
+        return EXIT_FILES_NOT_DONE
+    except (ConfigurationError, LedgerUnavailableError) as exc:
+        click.echo(f"ingest: error: {exc}", err=True)
+        return EXIT_USAGE
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def main() -> None:
+    """Console-script entry point.
+
+    Leaves through `os._exit` after flushing: Arrow's thread pools can abort
+    a normally exiting process ("terminate called without an active
+    exception", status 134), which would replace the real exit status.
+    """
+    code = run_cli()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,59 @@
+"""How commands show results: progress bars, summaries and tables (rich, imported lazily)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import click
+
+from ingest_core.ledger import FileRecord
+from ingest_core.results import IngestResult, RunStats
+
+
+@contextmanager
+def progress(total: int, enabled: bool) -> Iterator[Callable[[IngestResult], None]]:
+    """A progress bar on a terminal's stderr; nothing otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda _result: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+    ) as bar:
+        task = bar.add_task("ingesting", total=total)
+        yield lambda _result: bar.advance(task)
+
+
+def print_summary(stats: RunStats) -> None:
+    """Problem files on stderr, then one line of counts."""
+    for result in stats.files:
+        if result.status in ("failed", "quarantined", "in_progress"):
+            click.echo(f"{result.status}: {result.error or result.path}", err=True)
+    counts = ", ".join(f"{n} {status}" for status, n in stats.counts.items() if n)
+    click.echo(f"{len(stats.files)} files: {counts or 'nothing to do'}; {stats.rows} rows written")
+
+
+def print_records(rows: Sequence[FileRecord]) -> None:
+    """Ledger rows as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("path", "sha256", "status", "attempt", "rows", "version", "updated", "error")
+    for r in rows:
+        table.add_row(
+            r.path, r.sha256[:12], r.status, str(r.attempt), _text(r.rows),
+            _text(r.delta_version), r.updated_at.isoformat(timespec="seconds") if r.updated_at
+            else "", (r.error or "")[:120],
+        )
+    # piped output is not squeezed to 80 columns: keep whole paths greppable
+    Console(width=None if sys.stdout.isatty() else 400).print(table)
+    click.echo(f"{len(rows)} rows")
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
