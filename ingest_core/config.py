@@ -46,10 +46,10 @@ class IngestConfig:
     max_attempts: int = 5
     batch_files: int = 200
     """Small files per Delta commit."""
-    batch_bytes: int = 128 * 1024 * 1024
-    """Bytes of small files per Delta commit."""
-    stream_bytes: int = 32 * 1024 * 1024
-    """Files larger than this are streamed into a commit of their own."""
+    batch_bytes: int = 64 * 1024 * 1024
+    """Arrow bytes in memory of small files per Delta commit (bounds a batch's memory)."""
+    stream_bytes: int = 16 * 1024 * 1024
+    """Files larger than this on disk are streamed into a commit of their own."""
     workers: int = 1
     storage: StorageConfig = field(default_factory=StorageConfig)
     landing_path: str | None = None

@@ -172,7 +172,7 @@ class IdempotentIngestor:
                 yield result
                 continue
             batch.append(work)
-            batch_bytes += work.copy.size
+            batch_bytes += work.data.nbytes if work.data is not None else 0
             if len(batch) >= self.config.batch_files or batch_bytes >= self.config.batch_bytes:
                 yield from self._commit_batch(batch)
                 batch, batch_bytes = [], 0
