@@ -1,0 +1,171 @@
+"""Blob Storage and ADLS Gen2 as a source: list with the Blob API, read once, pinned to an ETag.
+
+Listing uses the Blob API, which real ADLS Gen2 accounts and Azurite both
+serve (Azurite has no DFS endpoint). Reads go through azure-storage-file-
+datalake's `download_file`, chunk by chunk into a spool file while hashing;
+every request after the first carries `If-Match` with the first response's
+ETag, so a blob overwritten mid-read raises `SourceChangedError` instead of
+yielding a mix of old and new bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from ingest_core.azure.auth import blob_service, datalake_service
+from ingest_core.azure.settings import AccountSettings, account_settings
+from ingest_core.azure.urls import BlobLocation, parse_blob_url
+from ingest_core.config import StorageConfig
+from ingest_core.errors import SourceChangedError
+from ingest_core.hashing import CHUNK_BYTES, hash_chunks
+from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.filedatalake import DataLakeServiceClient
+
+FOLDER_MARKER = "hdi_isfolder"
+"""Metadata ADLS Gen2 (and tools emulating it) put on zero-length directory blobs."""
+
+
+def _is_folder_placeholder(name: str, size: int, metadata: dict[str, str] | None) -> bool:
+    if size:
+        return False
+    marker = {k.lower(): v for k, v in (metadata or {}).items()}.get(FOLDER_MARKER, "")
+    return marker.lower() == "true" or name.endswith("/")
+
+
+def _hidden(relative: str) -> bool:
+    return any(is_hidden(part) for part in PurePosixPath(relative).parts)
+
+
+class AzureBlobSource:
+    """Blobs in a Blob Storage or ADLS Gen2 container (hidden `.x`/`_x` names are skipped)."""
+
+    def __init__(self, storage: StorageConfig, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self._storage = storage
+        self._chunk_bytes = chunk_bytes
+        self._blob: dict[str, BlobServiceClient] = {}
+        self._datalake: dict[str, DataLakeServiceClient] = {}
+
+    def _settings(self, location: BlobLocation) -> AccountSettings:
+        return account_settings(self._storage, location.account)
+
+    def _blob_service(self, location: BlobLocation) -> BlobServiceClient:
+        settings = self._settings(location)
+        if settings.account_name not in self._blob:
+            self._blob[settings.account_name] = blob_service(settings)
+        return self._blob[settings.account_name]
+
+    def _datalake_service(self, location: BlobLocation) -> DataLakeServiceClient:
+        settings = self._settings(location)
+        if settings.account_name not in self._datalake:
+            self._datalake[settings.account_name] = datalake_service(
+                settings,
+                max_single_get_size=self._chunk_bytes,
+                max_chunk_get_size=self._chunk_bytes,
+            )
+        return self._datalake[settings.account_name]
+
+    def list(self, root: str) -> Iterator[SourceFile]:
+        """Every blob under `root`, in name order: the blob itself, or all below a prefix."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        location = parse_blob_url(root)
+        container = self._blob_service(location).get_container_client(location.container)
+        if location.name and not location.name.endswith("/"):
+            try:
+                props = container.get_blob_client(location.name).get_blob_properties()
+            except ResourceNotFoundError:
+                props = None
+            if props is not None and not _is_folder_placeholder(
+                location.name, props.size, props.metadata
+            ):
+                name = PurePosixPath(location.name).name
+                yield SourceFile(
+                    uri=location.url_of(location.name),
+                    relative=name,
+                    size=props.size,
+                    etag=props.etag,
+                )
+                return
+        prefix = location.name.rstrip("/") + "/" if location.name else ""
+        try:
+            for blob in container.list_blobs(name_starts_with=prefix, include=["metadata"]):
+                relative = blob.name[len(prefix) :]
+                if not relative or _hidden(relative):
+                    continue
+                if _is_folder_placeholder(blob.name, blob.size, blob.metadata):
+                    continue
+                yield SourceFile(
+                    uri=location.url_of(blob.name),
+                    relative=relative,
+                    size=blob.size,
+                    etag=blob.etag,
+                )
+        except ResourceNotFoundError:
+            raise FileNotFoundError(
+                f"source {root}: container {location.container!r} does not exist"
+            ) from None
+
+    def fetch(self, file: SourceFile, spool_dir: Path) -> LocalCopy:
+        """Download the blob once into a spool file in `spool_dir`, hashing it on the way."""
+        from azure.core.exceptions import (
+            AzureError,
+            ClientAuthenticationError,
+            ResourceModifiedError,
+            ResourceNotFoundError,
+        )
+
+        location = parse_blob_url(file.uri)
+        client = self._datalake_service(location).get_file_client(
+            location.container, location.name
+        )
+        suffix = "".join(PurePosixPath(location.name).suffixes)[-20:]
+        handle, spool = tempfile.mkstemp(prefix="ingest-", suffix=suffix, dir=spool_dir)
+        try:
+            with os.fdopen(handle, "wb") as out:
+                download = client.download_file()
+                etag = download.properties.etag
+                sha256, size = hash_chunks(download.chunks(), out)
+        except ResourceModifiedError as exc:
+            os.unlink(spool)
+            raise SourceChangedError(
+                f"{file.uri} was overwritten while it was being read (its ETag changed); "
+                "nothing was ingested from it: run again to ingest the new content"
+            ) from exc
+        except ResourceNotFoundError as exc:
+            os.unlink(spool)
+            raise SourceChangedError(
+                f"{file.uri} disappeared before it could be read; nothing to ingest"
+            ) from exc
+        except ClientAuthenticationError as exc:
+            os.unlink(spool)
+            raise OSError(
+                "not authorized: grant the identity 'Storage Blob Data Reader' on the container, "
+                "or check the account key"
+            ) from exc
+        except AzureError as exc:
+            os.unlink(spool)
+            raise OSError(f"{type(exc).__name__}: {exc.message}") from exc
+        except BaseException:
+            os.unlink(spool)
+            raise
+        return LocalCopy(path=Path(spool), sha256=sha256, size=size, etag=etag, temporary=True)
+
+    def verify(self, file: SourceFile, copy: LocalCopy) -> None:
+        """Check the spool file is still whole (the ETag pin proved the bytes consistent)."""
+        try:
+            size = copy.path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if size != copy.size:
+            raise SourceChangedError(
+                f"{file.uri}: its local spool {copy.path} was removed or altered during "
+                "ingestion; run again"
+            )
+

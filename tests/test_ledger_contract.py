@@ -1,0 +1,243 @@
+"""One contract suite for every ledger back end: SQLite (embedded) and Azure Table (Azurite).
+
+Leases expire through an injected clock, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from ingest_core.config import StorageConfig
+from ingest_core.errors import LeaseLostError
+from ingest_core.ledger import FAILED, PROCESSING, QUARANTINED, SUCCEEDED, BaseLedger
+from ingest_core.ledger.base import MAX_ERROR_CHARS
+
+TABLE = "/lake/orders"
+LEASE = 60.0
+WEIRD_TABLE = "abfss://lake@acct.dfs.core.windows.net/a b/#1?x=%20/\\ünï/cödé 'q\""
+WEIRD_PATH = "abfs://landing/raw/we ird/a#b?c%d\\e/日本 😀/'quote\"\t.parquet"
+
+
+class FakeClock:
+    """A settable UTC clock."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("azure_table", marks=pytest.mark.azurite)],
+)
+def ledger(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Iterator[BaseLedger]:
+    if request.param == "sqlite":
+        from ingest_core.ledger.sqlite import SqliteLedger
+
+        opened: BaseLedger = SqliteLedger(tmp_path / "ledger.sqlite", clock=clock)
+    else:
+        from ingest_core.ledger.azure_table import AzureTableLedger
+
+        connection = request.getfixturevalue("azurite")
+        name = request.getfixturevalue("unique_name")
+        opened = AzureTableLedger.from_uri(
+            f"azure-table://{name}", StorageConfig(connection_string=connection), clock=clock
+        )
+    yield opened
+    opened.close()
+
+
+def claim(ledger: BaseLedger, key: str, owner: str, *, path: str = "p", table: str = TABLE,
+          max_attempts: int = 3, size: int = 10):
+    return ledger.claim(table, sha(key), path=path, owner=owner, lease_seconds=LEASE,
+                        max_attempts=max_attempts, size=size, source_etag="0x1")
+
+
+def test_first_claim_inserts_and_wins(ledger, clock):
+    result = claim(ledger, "a", "A", path="landing/a.csv")
+    assert result.outcome == "claimed"
+    row = ledger.get(TABLE, sha("a"))
+    assert row is not None
+    assert (row.status, row.owner, row.attempt, row.path, row.size, row.source_etag) == (
+        PROCESSING, "A", 1, "landing/a.csv", 10, "0x1"
+    )
+    assert row.lease_until == clock.now + timedelta(seconds=LEASE)
+    assert row.created_at == clock.now
+
+
+def test_second_claim_during_a_live_lease_is_in_progress(ledger, clock):
+    claim(ledger, "a", "A")
+    clock.advance(LEASE - 1)
+    result = claim(ledger, "a", "B")
+    assert result.outcome == "in_progress"
+    assert result.record.owner == "A"
+
+
+def test_expired_lease_is_taken_over_with_the_next_attempt(ledger, clock):
+    claim(ledger, "a", "A")
+    clock.advance(LEASE + 1)
+    result = claim(ledger, "a", "B", path="other/a.csv")
+    assert result.outcome == "claimed"
+    row = ledger.get(TABLE, sha("a"))
+    assert (row.owner, row.attempt, row.status, row.path) == ("B", 2, PROCESSING, "other/a.csv")
+
+
+def test_failed_row_is_taken_over(ledger):
+    first = claim(ledger, "a", "A").record
+    ledger.fail(first, "boom")
+    assert ledger.get(TABLE, sha("a")).status == FAILED
+    result = claim(ledger, "a", "B")
+    assert (result.outcome, result.record.owner, result.record.attempt) == ("claimed", "B", 2)
+
+
+def test_exhausted_attempts_quarantine_the_content(ledger):
+    for owner in ("A", "B"):
+        record = claim(ledger, "a", owner, max_attempts=2).record
+        ledger.fail(record, f"boom from {owner}")
+    result = claim(ledger, "a", "C", max_attempts=2)
+    assert result.outcome == "quarantined"
+    row = ledger.get(TABLE, sha("a"))
+    assert row.status == QUARANTINED
+    assert "gave up after 2 attempts" in row.error and "boom from B" in row.error
+
+
+def test_done_content_is_skipped_and_the_other_path_remembered(ledger):
+    record = claim(ledger, "a", "A", path="landing/a.csv").record
+    ledger.complete(record, delta_version=3, rows=7)
+    result = claim(ledger, "a", "B", path="landing/copy-of-a.csv")
+    assert result.outcome == "done"
+    row = ledger.get(TABLE, sha("a"))
+    assert (row.status, row.delta_version, row.rows, row.owner) == (SUCCEEDED, 3, 7, None)
+    assert row.path == "landing/a.csv"
+    assert row.seen_paths == ["landing/copy-of-a.csv"]
+
+
+def test_renewal_after_a_takeover_raises_lease_lost(ledger, clock):
+    mine = claim(ledger, "a", "A").record
+    clock.advance(LEASE + 1)
+    assert claim(ledger, "a", "B").outcome == "claimed"
+    with pytest.raises(LeaseLostError, match="another worker took it over"):
+        ledger.renew(mine, LEASE)
+
+
+def test_complete_with_a_stale_etag_after_own_renewal_succeeds(ledger, clock):
+    first = claim(ledger, "a", "A").record
+    clock.advance(10)
+    ledger.renew(first, LEASE)
+    done = ledger.complete(first, delta_version=1, rows=5)
+    assert done.status == SUCCEEDED
+    row = ledger.get(TABLE, sha("a"))
+    assert (row.status, row.delta_version, row.rows) == (SUCCEEDED, 1, 5)
+
+
+def test_release_turns_a_quarantined_row_into_a_fresh_failed_row(ledger):
+    record = claim(ledger, "a", "A").record
+    ledger.fail(record, "bad file", quarantine=True)
+    assert claim(ledger, "a", "B").outcome == "quarantined"
+    released = ledger.release(TABLE, sha("a"))
+    assert (released.status, released.attempt) == (FAILED, 0)
+    result = claim(ledger, "a", "C")
+    assert (result.outcome, result.record.attempt) == ("claimed", 1)
+
+
+def test_conflict_on_our_own_insert_is_recognised_as_ours(ledger):
+    first = claim(ledger, "a", "A")
+    again = claim(ledger, "a", "A")
+    assert (first.outcome, again.outcome) == ("claimed", "claimed")
+    done = ledger.complete(again.record, delta_version=0, rows=1)
+    assert done.status == SUCCEEDED
+
+
+def test_awkward_paths_and_table_ids_round_trip(ledger):
+    result = claim(ledger, "a", "A", path=WEIRD_PATH, table=WEIRD_TABLE)
+    assert result.outcome == "claimed"
+    row = ledger.get(WEIRD_TABLE, sha("a"))
+    assert (row.table, row.path) == (WEIRD_TABLE, WEIRD_PATH)
+    ledger.complete(row, delta_version=0, rows=1)
+    other = WEIRD_PATH.replace("日本", "#?/")
+    assert claim(ledger, "a", "B", path=other, table=WEIRD_TABLE).outcome == "done"
+    assert ledger.get(WEIRD_TABLE, sha("a")).seen_paths == [other]
+    assert [r.sha256 for r in ledger.records(path=WEIRD_PATH)] == [sha("a")]
+    assert [r.path for r in ledger.records(table=WEIRD_TABLE)] == [WEIRD_PATH]
+    assert ledger.get(TABLE, sha("a")) is None
+
+
+def test_huge_error_text_is_bounded(ledger):
+    record = claim(ledger, "a", "A").record
+    ledger.fail(record, "x" * 200_000)
+    ledger.fail(claim(ledger, "b", "A").record, "😀" * 100_000)
+    for key in ("a", "b"):
+        error = ledger.get(TABLE, sha(key)).error
+        assert error.endswith("[truncated]")
+        assert len(error) <= MAX_ERROR_CHARS
+
+
+def test_many_long_sightings_stay_storable(ledger):
+    record = claim(ledger, "a", "A").record
+    ledger.complete(record, delta_version=0, rows=1)
+    paths = [f"landing/{i:03d}/" + "ü" * 1000 for i in range(60)]
+    for path in paths:
+        assert claim(ledger, "a", "B", path=path).outcome == "done"
+    seen = ledger.get(TABLE, sha("a")).seen_paths
+    assert seen and seen[-1] == paths[-1]
+    assert set(seen) <= set(paths)
+
+
+def test_integers_of_2_to_the_31_and_more_round_trip(ledger):
+    record = claim(ledger, "a", "A", size=2**40).record
+    ledger.complete(record, delta_version=2**31, rows=2**33 + 1)
+    row = ledger.get(TABLE, sha("a"))
+    assert (row.size, row.delta_version, row.rows) == (2**40, 2**31, 2**33 + 1)
+    assert all(type(v) is int for v in (row.size, row.delta_version, row.rows))
+
+
+def test_records_filter_by_status_path_and_table(ledger, clock):
+    ledger.complete(claim(ledger, "a", "A", path="x/a").record, delta_version=0, rows=1)
+    clock.advance(1)
+    ledger.fail(claim(ledger, "b", "A", path="x/b").record, "boom")
+    clock.advance(1)
+    claim(ledger, "c", "A", path="x/a", table="/lake/other")
+    assert [r.path for r in ledger.records()] == ["x/a", "x/b", "x/a"]
+    assert [r.sha256 for r in ledger.records(status=SUCCEEDED)] == [sha("a")]
+    assert [r.sha256 for r in ledger.records(status=FAILED, path="x/b")] == [sha("b")]
+    assert ledger.records(status=FAILED, path="x/a") == []
+    assert [r.sha256 for r in ledger.records(path="x/a")] == [sha("a"), sha("c")]
+    assert [r.sha256 for r in ledger.records(table="/lake/other")] == [sha("c")]
+    assert [r.sha256 for r in ledger.records(table=TABLE, path="x/a")] == [sha("a")]
+
+
+def test_racing_claims_have_exactly_one_winner(ledger):
+    outcomes: list[str] = []
+    start = threading.Barrier(6)
+
+    def race(owner: str) -> None:
+        start.wait()
+        outcomes.append(claim(ledger, "a", owner).outcome)
+
+    threads = [threading.Thread(target=race, args=(f"W{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["claimed"] + ["in_progress"] * 5
