@@ -1,0 +1,262 @@
+"""What the Azure Functions app calls: triggers in, ingestion outcomes out to the platform.
+
+Each handler reads the app's configuration (`app_config`, from app settings
+through `from_env`), calls the core and maps its outcome to what the platform
+should do:
+
+| outcome                        | the function           | why                                    |
+| ------------------------------ | ---------------------- | -------------------------------------- |
+| ingested, skipped (duplicate)  | returns                | the content is in the table            |
+| quarantined (corrupt, schema)  | returns                | a retry cannot help: no poison loop    |
+| in_progress, failed            | raises                 | the platform retries later             |
+| event ignored, refused, gone   | returns                | nothing to fetch; logged with a reason |
+
+Every file gets one JSON log line (path, sha256, status, rows, duration,
+Delta version), with query strings and keys stripped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+import azure.functions as func
+
+from ingest_core.config import IngestConfig, from_env, table_key
+from ingest_core.errors import IngestError, InProgressError, LedgerUnavailableError
+from ingest_core.events import LandingPolicy, Verdict, redact, screen_blob, screen_event
+from ingest_core.ledger import STATUSES, BaseLedger, open_ledger
+from ingest_core.maintenance import MaintenanceReport, ingest_if_present, maintain, redrive
+from ingest_core.results import IngestResult
+
+logger = logging.getLogger("ingest_core.functions")
+
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+MAX_LOGGED_ERROR = 500
+"""Characters of an error message a log line keeps (the ledger row has the whole text)."""
+
+
+@functools.cache
+def app_config() -> IngestConfig:
+    """The app's configuration, read once from the app settings.
+
+    Tests that change the environment call `app_config.cache_clear()`.
+    """
+    return from_env()
+
+
+# -- triggers -----------------------------------------------------------------------
+
+
+def on_blob(url: str | None, length: int | None) -> IngestResult | None:
+    """Ingest a blob the blob trigger saw, reading it from storage by URL (streamed).
+
+    Returns the result, or None when the blob was not ingested (ignored,
+    refused, gone). Raises when the platform should retry.
+    """
+    config = app_config()
+    verdict = screen_blob(url, length, LandingPolicy.from_config(config))
+    return _ingest(verdict, config, trigger="blob")
+
+
+def on_event(event: func.EventGridEvent | func.CloudEvent) -> IngestResult | None:
+    """Ingest the blob of a BlobCreated event (Event Grid schema or CloudEvents).
+
+    Returns the result, or None when the event was dropped (not a completed
+    write, zero-length, outside the landing account or containers, blob gone).
+    Raises when the platform should retry.
+    """
+    config = app_config()
+    verdict = screen_event(event_payload(event), LandingPolicy.from_config(config))
+    return _ingest(verdict, config, trigger="event_grid")
+
+
+def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
+    """The event as the dict its schema defines (what `screen_event` reads)."""
+    if isinstance(event, func.CloudEvent):
+        return {
+            "id": event.id,
+            "type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "data": event.get_json(),
+        }
+    return {
+        "id": event.id,
+        "eventType": event.event_type,
+        "topic": event.topic,
+        "subject": event.subject,
+        "data": event.get_json(),
+    }
+
+
+def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestResult | None:
+    if not verdict.accepted:
+        _log_drop(verdict, trigger)
+        return None
+    assert verdict.url is not None
+    from ingest_core.ingestor import IdempotentIngestor
+
+    with IdempotentIngestor(config=config) as ingestor:
+        result = ingest_if_present(ingestor, verdict.url)
+    if result is None:
+        _log_drop(
+            Verdict(
+                "ignore", None, f"{redact(verdict.url)}: no such blob (deleted?)", verdict.event_id
+            ),
+            trigger,
+        )
+        return None
+    log_result(result, trigger=trigger, event_id=verdict.event_id)
+    raise_for_platform(result)
+    return result
+
+
+def raise_for_platform(result: IngestResult) -> None:
+    """Raise when the platform should deliver the file again (in progress or failed)."""
+    if result.status == "in_progress":
+        raise InProgressError(
+            result.error or f"{result.path}: another worker is ingesting it; retry later"
+        )
+    if result.status == "failed":
+        raise IngestError(f"{result.path}: attempt failed, the platform retries it: {result.error}")
+
+
+# -- logging --------------------------------------------------------------------------
+
+
+def log_result(
+    result: IngestResult, *, trigger: str, event_id: str | None = None
+) -> dict[str, Any]:
+    """Log one JSON line for a file's outcome; returns the fields logged."""
+    line: dict[str, Any] = {
+        "event": "ingest_file",
+        "trigger": trigger,
+        "path": redact(result.path),
+        "sha256": result.sha256,
+        "status": result.status,
+        "rows": result.rows,
+        "duration_s": round(result.duration_s, 3),
+        "delta_version": result.delta_version,
+        "size": result.size,
+    }
+    if event_id:
+        line["event_id"] = event_id
+    if result.error:
+        line["error"] = redact(result.error)[:MAX_LOGGED_ERROR]
+    ok = result.status in ("ingested", "skipped")
+    logger.log(logging.INFO if ok else logging.WARNING, json.dumps(line))
+    return line
+
+
+def _log_drop(verdict: Verdict, trigger: str) -> None:
+    line = {
+        "event": "event_dropped",
+        "trigger": trigger,
+        "decision": verdict.decision,
+        "reason": redact(verdict.reason),
+        "event_id": verdict.event_id,
+    }
+    level = logging.INFO if verdict.decision == "ignore" else logging.WARNING
+    logger.log(level, json.dumps(line))
+
+
+# -- status over HTTP -------------------------------------------------------------------
+
+
+def file_status(req: func.HttpRequest) -> func.HttpResponse:
+    """`GET files/{sha256}`: the ledger row of that content in the app's table.
+
+    200 with the row as JSON; 400 for a malformed sha256; 404 when unknown.
+    """
+    sha = req.route_params.get("sha256", "")
+    if not SHA256.fullmatch(sha):
+        return _json({"error": f"{sha[:80]!r} is not a sha256: give 64 hex digits"}, 400)
+    config = app_config()
+
+    def read(ledger: BaseLedger) -> func.HttpResponse:
+        record = ledger.get(table_key(config.table_uri), sha.lower())
+        if record is None:
+            return _json({"error": f"no file with sha256 {sha.lower()} in this table"}, 404)
+        return _json(record.to_dict(), 200)
+
+    return _with_ledger(config, read)
+
+
+def list_files(req: func.HttpRequest) -> func.HttpResponse:
+    """`GET files?path=...&state=...&limit=...`: ledger rows of the app's table, oldest first.
+
+    `state` is a ledger status (processing, succeeded, failed, quarantined);
+    `path` matches the recorded path exactly; at most `limit` rows (default
+    100). 400 for an unknown state or a bad limit.
+    """
+    path = req.params.get("path") or None
+    state = req.params.get("state") or None
+    if state is not None and state not in STATUSES:
+        return _json({"error": f"state {state[:40]!r}: use one of {', '.join(STATUSES)}"}, 400)
+    raw_limit = req.params.get("limit") or str(DEFAULT_LIMIT)
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        return _json({"error": f"limit {raw_limit[:20]!r}: use 1 to {MAX_LIMIT}"}, 400)
+    limit = int(raw_limit)
+    config = app_config()
+
+    def read(ledger: BaseLedger) -> func.HttpResponse:
+        rows = ledger.records(table=table_key(config.table_uri), status=state, path=path)
+        body = {
+            "files": [r.to_dict() for r in rows[:limit]],
+            "count": min(len(rows), limit),
+            "truncated": len(rows) > limit,
+        }
+        return _json(body, 200)
+
+    return _with_ledger(config, read)
+
+
+def _with_ledger(
+    config: IngestConfig, read: Callable[[BaseLedger], func.HttpResponse]
+) -> func.HttpResponse:
+    """`read(ledger)` on the app's ledger; 503 when the ledger cannot be reached."""
+    try:
+        ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    except LedgerUnavailableError as exc:
+        logger.error(json.dumps({"event": "ledger_unavailable", "error": redact(str(exc))}))
+        return _json({"error": "the ledger is unavailable; retry later"}, 503)
+    try:
+        return read(ledger)
+    finally:
+        ledger.close()
+
+
+def _json(body: object, status: int) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json"
+    )
+
+
+# -- maintenance ------------------------------------------------------------------------
+
+
+def run_maintenance(*, past_due: bool = False) -> MaintenanceReport:
+    """Re-drive stuck files, then compact and checkpoint the table; logs what it did."""
+    from ingest_core.ingestor import IdempotentIngestor
+
+    config = app_config()
+    with IdempotentIngestor(config=config) as ingestor:
+        redriven = redrive(ingestor, lambda r: log_result(r, trigger="maintenance"))
+    report = maintain(config)
+    line = {
+        "event": "maintenance",
+        "past_due": past_due,
+        "redriven": redriven.stats.counts,
+        "gone": [redact(r.path) for r in redriven.gone],
+        **report.to_dict(),
+        "table": redact(report.table),
+    }
+    logger.info(json.dumps(line, default=str))
+    return report

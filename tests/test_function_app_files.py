@@ -1,0 +1,154 @@
+"""What the Functions host would see: the bindings of function_app.py and the app's files.
+
+No host runs here, so `%SETTING%` substitution, connections and the extension
+bundle are checked as the JSON the host would index, not exercised.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bindings() -> dict[str, list[dict]]:
+    import function_app
+
+    return {
+        fn.get_function_name(): [json.loads(raw) for raw in fn.get_raw_bindings()]
+        for fn in function_app.app.get_functions()
+    }
+
+
+def _trigger(bindings: dict[str, list[dict]], name: str) -> dict:
+    triggers = [b for b in bindings[name] if b["type"].endswith("Trigger")]
+    assert len(triggers) == 1, bindings[name]
+    return triggers[0]
+
+
+def test_the_app_has_exactly_the_five_functions(bindings):
+    assert sorted(bindings) == [
+        "file_status", "ingest_on_arrival", "ingest_replay", "list_files", "maintenance",
+    ]
+
+
+def test_arrival_is_an_event_grid_sourced_blob_trigger_on_the_landing_setting(bindings):
+    trigger = _trigger(bindings, "ingest_on_arrival")
+    assert trigger["type"] == "blobTrigger"
+    assert trigger["source"] == "EventGrid"
+    assert trigger["path"] == "%INGEST_LANDING_PATH%"
+    assert trigger["connection"] == "INGEST_STORAGE"
+    assert trigger["direction"] == "IN"
+
+
+def test_replay_is_an_event_grid_trigger(bindings):
+    assert _trigger(bindings, "ingest_replay")["type"] == "eventGridTrigger"
+
+
+@pytest.mark.parametrize(
+    ("name", "route"), [("file_status", "files/{sha256}"), ("list_files", "files")]
+)
+def test_status_routes_are_get_only_with_function_keys(bindings, name, route):
+    trigger = _trigger(bindings, name)
+    assert trigger["type"] == "httpTrigger"
+    assert trigger["route"] == route
+    assert trigger["methods"] == ["GET"]
+    assert trigger["authLevel"] == "FUNCTION"
+    outputs = [b for b in bindings[name] if b["direction"] == "OUT"]
+    assert outputs == [{"direction": "OUT", "type": "http", "name": "$return"}]
+
+
+def test_maintenance_timer_schedule_comes_from_a_setting(bindings):
+    trigger = _trigger(bindings, "maintenance")
+    assert trigger["type"] == "timerTrigger"
+    assert trigger["schedule"] == "%INGEST_MAINTENANCE_SCHEDULE%"
+    assert "runOnStartup" not in trigger
+
+
+def test_function_app_holds_no_ingestion_logic():
+    """Every function body is one call into ingest_core.functions, after its docstring."""
+    tree = ast.parse((REPO / "function_app.py").read_text())
+    defs = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    assert len(defs) == 5
+    for node in defs:
+        assert ast.get_docstring(node), f"{node.name} needs a docstring"
+        body = node.body[1:]
+        assert len(body) == 1 and isinstance(body[0], ast.Expr | ast.Return), node.name
+        call = body[0].value
+        assert isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute), node.name
+        assert ast.unparse(call.func.value) == "functions", node.name
+
+
+def test_host_json_pins_version_bundle_timeout_and_logging():
+    host = json.loads((REPO / "host.json").read_text())
+    assert host["version"] == "2.0"
+    assert host["extensionBundle"] == {
+        "id": "Microsoft.Azure.Functions.ExtensionBundle",
+        "version": "[4.*, 5.0.0)",
+    }
+    assert re.fullmatch(r"\d\d:\d\d:\d\d", host["functionTimeout"])
+    assert host["logging"]["logLevel"]["default"]
+
+
+def _settings_read_by_the_app() -> set[str]:
+    config = (REPO / "ingest_core" / "config.py").read_text()
+    app = (REPO / "function_app.py").read_text()
+    names = set(re.findall(r'"(INGEST_[A-Z_]+)"', config))
+    names |= set(re.findall(r"%([A-Z_]+)%", app))
+    names |= set(re.findall(r'connection="([A-Z_]+)"', app))
+    return names
+
+
+def test_sample_settings_name_every_setting_the_app_reads():
+    values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
+    assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+    assert values["INGEST_STORAGE"] == "UseDevelopmentStorage=true"
+    missing = _settings_read_by_the_app() - set(values)
+    assert not missing, f"add {sorted(missing)} to local.settings.sample.json"
+    optional = {"INGEST_FORMAT", "INGEST_TRANSFORM"}
+    assert all(v for k, v in values.items() if k not in optional)
+
+
+def test_sample_settings_build_a_valid_config():
+    from ingest_core.config import from_env
+    from ingest_core.events import LandingPolicy
+
+    values = json.loads((REPO / "local.settings.sample.json").read_text())["Values"]
+    config = from_env(values)
+    assert config.allowed_containers() == {"landing"}
+    policy = LandingPolicy.from_config(config)
+    assert policy.check("http://127.0.0.1:10000/devstoreaccount1/landing/a.csv").accepted
+
+
+def _requirement_lines(text: str) -> list[str]:
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
+def test_requirements_txt_agrees_with_pyproject_dependencies():
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = pyproject["project"]["dependencies"]
+    listed = _requirement_lines((REPO / "requirements.txt").read_text())
+
+    def normal(spec: str) -> str:
+        return re.sub(r"\s+", "", spec).lower().replace("_", "-")
+
+    assert sorted(map(normal, listed)) == sorted(map(normal, declared)), (
+        "requirements.txt must list exactly pyproject.toml's dependencies"
+    )
+    assert not any(line.startswith((".", "-e")) for line in listed)
+
+
+def test_funcignore_ships_the_app_and_its_package_but_not_the_rest():
+    patterns = _requirement_lines((REPO / ".funcignore").read_text())
+    for excluded in ("tests", "bench", "local.settings.json", ".venv", "node_modules"):
+        assert excluded in patterns, f".funcignore must exclude {excluded}"
+    for shipped in ("function_app.py", "host.json", "requirements.txt", "ingest_core"):
+        assert not any(Path(shipped).match(p) for p in patterns), f"{shipped} must ship"
