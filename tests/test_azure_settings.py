@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+import time
 
-from ingest_core.azure.auth import delta_storage_options
+import pytest
+from azure.core.credentials import AccessToken
+
+from ingest_core.azure.auth import (
+    STORAGE_SCOPE,
+    TOKEN_REFRESH_MARGIN_S,
+    BearerToken,
+    delta_storage_options,
+)
 from ingest_core.azure.settings import (
     AZURITE_KEY,
     account_settings,
@@ -137,3 +145,29 @@ def test_delta_options_are_a_fresh_dict_each_call():
     assert delta_storage_options("abfs://lake/orders", storage)["azure_storage_account_key"] == (
         AZURITE_KEY
     )
+
+
+class ShortLivedTokens:
+    """A TokenCredential issuing numbered tokens that live `lifetime` seconds."""
+
+    def __init__(self, lifetime: float) -> None:
+        self.lifetime = lifetime
+        self.issued = 0
+
+    def get_token(self, *scopes: str, **_: object) -> AccessToken:
+        assert scopes == (STORAGE_SCOPE,)
+        self.issued += 1
+        return AccessToken(f"token-{self.issued}", int(time.time() + self.lifetime))
+
+
+def test_bearer_token_is_reused_until_it_nears_expiry():
+    credential = ShortLivedTokens(lifetime=3600)
+    token = BearerToken(lambda: credential)
+    assert [token.get(), token.get(), token.get()] == ["token-1"] * 3
+    assert credential.issued == 1
+
+
+def test_bearer_token_near_expiry_is_replaced():
+    credential = ShortLivedTokens(lifetime=TOKEN_REFRESH_MARGIN_S - 5)
+    token = BearerToken(lambda: credential)
+    assert [token.get(), token.get()] == ["token-1", "token-2"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -79,23 +80,30 @@ def table_service(settings: AccountSettings) -> TableServiceClient:
     return TableServiceClient(settings.table_endpoint, credential=sdk_credential(settings))
 
 
-class _BearerToken:
-    """A storage bearer token shared by every caller in the process, renewed before expiry."""
+class BearerToken:
+    """A storage bearer token shared by every caller in the process, renewed before expiry.
 
-    def __init__(self) -> None:
+    Args:
+        credential: returns the TokenCredential to ask (default: the process's
+            DefaultAzureCredential).
+    """
+
+    def __init__(self, credential: Callable[[], Any] = _default_credential) -> None:
+        self._credential = credential
         self._lock = threading.Lock()
         self._token: str | None = None
         self._expires_on = 0.0
 
     def get(self) -> str:
+        """The cached token, or a new one when it has less than the margin left."""
         with self._lock:
             if self._token is None or self._expires_on - time.time() < TOKEN_REFRESH_MARGIN_S:
-                access = _default_credential().get_token(STORAGE_SCOPE)
+                access = self._credential().get_token(STORAGE_SCOPE)
                 self._token, self._expires_on = access.token, float(access.expires_on)
             return self._token
 
 
-_bearer = _BearerToken()
+_bearer = BearerToken()
 
 
 @lru_cache(maxsize=32)
