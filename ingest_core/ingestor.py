@@ -197,8 +197,14 @@ class IdempotentIngestor:
             self._sources[local] = source_for(uri, self.config.storage)
         return self._sources[local]
 
-    def _delta(self) -> DeltaTarget:
-        if self._target is None:
+    def _delta(self, refresh: bool = False) -> DeltaTarget:
+        """The Delta target; `refresh` (before a batch's check) renews expiring credentials.
+
+        Under Entra identity the storage options carry a bearer token;
+        `delta_storage_options` returns a new one near expiry, and a target
+        opened with other options is replaced (its next snapshot loads afresh).
+        """
+        if self._target is None or (refresh and not is_local(self.config.table_uri)):
             from ingest_core.delta import DeltaTarget
 
             options = None
@@ -206,7 +212,8 @@ class IdempotentIngestor:
                 from ingest_core.azure.auth import delta_storage_options
 
                 options = delta_storage_options(self.config.table_uri, self.config.storage)
-            self._target = DeltaTarget(self.config.table_uri, options)
+            if self._target is None or self._target.storage_options != options:
+                self._target = DeltaTarget(self.config.table_uri, options)
         return self._target
 
     def _claim(
@@ -318,7 +325,7 @@ class IdempotentIngestor:
         """
         results = []
         lost = self._keeper.renew_now([w.sha256 for w in batch])
-        target = self._delta()
+        target = self._delta(refresh=True)
         table = target.snapshot()
         remaining = []
         for work in batch:
