@@ -24,7 +24,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 )
 def ingest_on_arrival(blob: func.InputStream) -> None:
     """Ingest a blob as it lands; streams it from storage by URL, not from the binding."""
-    functions.on_blob(blob.uri, blob.length)
+    functions.on_blob(blob.uri, blob.length, blob.name)
 
 
 @app.function_name("ingest_replay")

@@ -80,6 +80,10 @@ class LandingPolicy:
         endpoint = account_settings(config.storage).blob_endpoint
         return cls(endpoint=_blob_form(endpoint).rstrip("/"), containers=containers)
 
+    def url_of(self, name: str) -> str:
+        """The URL of blob `name` (`container/path`) in the landing account."""
+        return f"{self.endpoint}/{quote_name(name.lstrip('/'))}"
+
     def check(self, url: str) -> Verdict:
         """Accept `url` (in its Blob form) if it names a blob in a landing container."""
         shown = redact(url)

@@ -30,7 +30,7 @@ from ingest_core.config import IngestConfig, from_env, table_key
 from ingest_core.errors import IngestError, InProgressError, LedgerUnavailableError
 from ingest_core.events import LandingPolicy, Verdict, redact, screen_blob, screen_event
 from ingest_core.ledger import STATUSES, BaseLedger, open_ledger
-from ingest_core.maintenance import MaintenanceReport, ingest_if_present, maintain, redrive
+from ingest_core.maintenance import MaintenanceReport, maintain, present_file, redrive
 from ingest_core.results import IngestResult
 
 logger = logging.getLogger("ingest_core.functions")
@@ -54,15 +54,18 @@ def app_config() -> IngestConfig:
 # -- triggers -----------------------------------------------------------------------
 
 
-def on_blob(url: str | None, length: int | None) -> IngestResult | None:
+def on_blob(url: str | None, length: int | None, name: str | None = None) -> IngestResult | None:
     """Ingest a blob the blob trigger saw, reading it from storage by URL (streamed).
 
-    Returns the result, or None when the blob was not ingested (ignored,
-    refused, gone). Raises when the platform should retry.
+    `name` (`container/path`, the binding's blob name) stands in for a
+    missing URL. Returns the result, or None when the blob was not ingested
+    (ignored, refused, gone). Raises when the platform should retry.
     """
     config = app_config()
-    verdict = screen_blob(url, length, LandingPolicy.from_config(config))
-    return _ingest(verdict, config, trigger="blob")
+    policy = LandingPolicy.from_config(config)
+    if not url and name:
+        url = policy.url_of(name)
+    return _ingest(screen_blob(url, length, policy), config, trigger="blob")
 
 
 def on_event(event: func.EventGridEvent | func.CloudEvent) -> IngestResult | None:
@@ -103,15 +106,24 @@ def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestRe
     assert verdict.url is not None
     from ingest_core.ingestor import IdempotentIngestor
 
-    with IdempotentIngestor(config=config) as ingestor:
-        result = ingest_if_present(ingestor, verdict.url)
+    try:
+        with IdempotentIngestor(config=config) as ingestor:
+            file = present_file(ingestor, verdict.url)
+            result = None if file is None else next(iter(ingestor.ingest([file])))
+    except Exception as exc:
+        error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
+        line = {
+            "event": "ingest_error",
+            "trigger": trigger,
+            "path": redact(verdict.url),
+            "error": error,
+            "event_id": verdict.event_id,
+        }
+        logger.error(json.dumps(line))
+        raise
     if result is None:
-        _log_drop(
-            Verdict(
-                "ignore", None, f"{redact(verdict.url)}: no such blob (deleted?)", verdict.event_id
-            ),
-            trigger,
-        )
+        reason = f"{redact(verdict.url)}: no such blob (deleted?)"
+        _log_drop(Verdict("ignore", None, reason, verdict.event_id), trigger)
         return None
     log_result(result, trigger=trigger, event_id=verdict.event_id)
     raise_for_platform(result)
@@ -247,8 +259,11 @@ def run_maintenance(*, past_due: bool = False) -> MaintenanceReport:
     from ingest_core.ingestor import IdempotentIngestor
 
     config = app_config()
+    def log(result: IngestResult) -> None:
+        log_result(result, trigger="maintenance")
+
     with IdempotentIngestor(config=config) as ingestor:
-        redriven = redrive(ingestor, lambda r: log_result(r, trigger="maintenance"))
+        redriven = redrive(ingestor, log)
     report = maintain(config)
     line = {
         "event": "maintenance",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ingest_core.config import IngestConfig, is_local
 from ingest_core.ledger import FAILED, PROCESSING, BaseLedger, FileRecord
 from ingest_core.results import IngestResult, RunStats
+from ingest_core.sources import SourceFile
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
@@ -92,38 +93,35 @@ def due_for_redrive(ledger: BaseLedger, table: str, max_attempts: int) -> list[F
 
 
 def redrive(
-    ingestor: IdempotentIngestor, on_result: Callable[[IngestResult], object] | None = None
+    ingestor: IdempotentIngestor, on_result: Callable[[IngestResult], None] | None = None
 ) -> RedriveReport:
-    """Re-ingest failed and stalled files by their recorded path.
+    """Re-ingest failed and stalled files by their recorded path, in one run.
 
     A path that no longer holds a file is reported in `gone` and its row left
     as it is. A path that now holds other bytes ingests those (they are a new
     file); the old row then stays until its content lands again.
     """
     report = RedriveReport()
-    rows = due_for_redrive(ingestor.ledger, ingestor.table, ingestor.config.max_attempts)
-    for record in rows:
-        result = ingest_if_present(ingestor, record.path)
-        if result is None:
+    files: dict[str, SourceFile] = {}
+    for record in due_for_redrive(ingestor.ledger, ingestor.table, ingestor.config.max_attempts):
+        file = present_file(ingestor, record.path)
+        if file is None:
             report.gone.append(record)
-            continue
-        report.stats.add(result)
-        if on_result is not None:
-            on_result(result)
+        else:
+            files.setdefault(file.uri, file)
+    report.stats = ingestor.run(files.values(), on_result)
     return report
 
 
-def ingest_if_present(ingestor: IdempotentIngestor, uri: str) -> IngestResult | None:
-    """Ingest the single file at `uri`; None when no file is there (deleted, or never was)."""
+def present_file(ingestor: IdempotentIngestor, uri: str) -> SourceFile | None:
+    """The single file at `uri` as its source lists it; None when none is there (deleted)."""
     from azure.core.exceptions import ResourceNotFoundError
 
     try:
         files = [f for f in ingestor.list_sources([uri]) if _same_file(f.uri, uri)]
     except (FileNotFoundError, ResourceNotFoundError):
         return None
-    if len(files) != 1:
-        return None
-    return next(iter(ingestor.ingest(files)))
+    return files[0] if len(files) == 1 else None
 
 
 def _same_file(listed: str, wanted: str) -> bool:

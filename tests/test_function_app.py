@@ -26,7 +26,7 @@ from helpers import id_counts, write_parquet
 import function_app
 from ingest_core import IdempotentIngestor
 from ingest_core.config import table_key
-from ingest_core.errors import IngestError, InProgressError
+from ingest_core.errors import ConfigurationError, IngestError, InProgressError
 from ingest_core.events import build_blob_created
 from ingest_core.functions import app_config, raise_for_platform
 from ingest_core.ledger import open_ledger
@@ -174,6 +174,19 @@ def test_settings_are_read_again_after_a_reset(settings, monkeypatch):
     function_app.ingest_replay(grid_event(raw))
 
 
+def test_an_error_before_ingestion_is_logged_and_raised(settings, monkeypatch, tmp_path, caplog):
+    not_a_table = tmp_path / "orders.csv"
+    not_a_table.write_text("x")
+    use(monkeypatch, INGEST_TABLE_URI=str(not_a_table))
+    raw = build_blob_created(f"{BLOB_ENDPOINT}/landing/a.csv", content_length=10)
+    caplog.set_level(logging.INFO, "ingest_core.functions")
+    with pytest.raises(ConfigurationError, match="is a file"):
+        function_app.ingest_replay(grid_event(raw))
+    [line] = file_lines(caplog, "ingest_error")
+    assert line["path"] == f"{BLOB_ENDPOINT}/landing/a.csv"
+    assert "ConfigurationError" in line["error"]
+
+
 # -- status over HTTP (local table, SQLite ledger) ------------------------------------------
 
 
@@ -307,6 +320,16 @@ def test_the_blob_trigger_streams_the_blob_by_url(azure_landing, settings):
     [row] = ledger_rows(settings)
     assert row.sha256 == hashlib.sha256(CSV).hexdigest()
     assert id_counts(settings["INGEST_TABLE_URI"]) == {1: 1, 2: 1, 3: 1}
+
+
+@pytest.mark.azurite
+def test_the_blob_trigger_falls_back_to_the_blob_name(azure_landing, settings):
+    url = azure_landing.put("dir/orders.csv", CSV)
+    blob = func.blob.InputStream(
+        data=CSV, name=f"{azure_landing.name}/dir/orders.csv", uri=None, length=len(CSV)
+    )
+    function_app.ingest_on_arrival(blob)
+    assert [r.path for r in ledger_rows(settings)] == [url]
 
 
 @pytest.mark.azurite

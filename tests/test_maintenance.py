@@ -146,3 +146,35 @@ def test_the_timer_redrives_then_compacts(table_uri, ledger_uri, landing, monkey
     assert summary["compaction"]["numFilesRemoved"] == 3
     assert summary["checkpoint_version"] == summary["version"] == 3
     assert sum(id_counts(table_uri).values()) == 9
+
+
+@pytest.mark.azurite
+def test_redrive_reads_blobs_by_their_recorded_url(azurite, unique_name, table_uri, ledger_uri):
+    from azure.storage.blob import BlobServiceClient
+
+    from ingest_core.config import StorageConfig
+
+    container = BlobServiceClient.from_connection_string(azurite).create_container(unique_name)
+    try:
+        data = b"id,amount\n7,1.0\n"
+        container.upload_blob("in/a.csv", data)
+        container.upload_blob("in/gone.csv", b"id,amount\n8,2.0\n")
+        base = f"http://127.0.0.1:10000/devstoreaccount1/{unique_name}/in"
+        ledger = open_ledger(ledger_uri)
+        for name, content in (("a.csv", data), ("gone.csv", b"id,amount\n8,2.0\n")):
+            claim = ledger.claim(
+                table_key(table_uri), hashlib.sha256(content).hexdigest(), path=f"{base}/{name}",
+                owner="dead-worker", lease_seconds=60, max_attempts=5, size=len(content),
+            )
+            ledger.fail(claim.record, "transient")
+        ledger.close()
+        container.delete_blob("in/gone.csv")
+        storage = StorageConfig(connection_string=azurite)
+        with IdempotentIngestor(table_uri, ledger_uri, storage=storage) as ingestor:
+            report = redrive(ingestor)
+        assert [r.path for r in report.stats.files] == [f"{base}/a.csv"]
+        assert report.stats.counts["ingested"] == 1
+        assert [r.path for r in report.gone] == [f"{base}/gone.csv"]
+        assert id_counts(table_uri) == {7: 1}
+    finally:
+        container.delete_container()
