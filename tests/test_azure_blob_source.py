@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,32 @@ def container(azurite, unique_name):
 @pytest.fixture
 def source(azurite) -> AzureBlobSource:
     return AzureBlobSource(StorageConfig(connection_string=azurite))
+
+
+@contextmanager
+def overwrite_once_reading_starts(spool: Path, overwrite: Callable[[], None]) -> Iterator[None]:
+    """Call `overwrite` from a thread as soon as a spool file in `spool` has bytes.
+
+    The body must start a read; on leaving, the overwrite must have happened.
+    """
+    done = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(p.stat().st_size > 0 for p in spool.iterdir()):
+                overwrite()
+                done.set()
+                return
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        yield
+    finally:
+        watcher.join()
+    assert done.is_set(), "the read finished before the overwrite: make the blob larger"
 
 
 def put(container, name: str, data: bytes, **metadata: str) -> None:
@@ -98,25 +126,9 @@ def test_a_blob_overwritten_mid_read_is_refused(container, azurite, tmp_path):
     [file] = source.list(f"abfs://{container.container_name}/raw/")
     spool = tmp_path / "spool"
     spool.mkdir()
-    overwritten = threading.Event()
-
-    def overwrite_once_reading_started() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if any(p.stat().st_size > 0 for p in spool.iterdir()):
-                put(container, "raw/big.csv", new)
-                overwritten.set()
-                return
-            time.sleep(0.001)
-
-    watcher = threading.Thread(target=overwrite_once_reading_started)
-    watcher.start()
-    try:
+    with overwrite_once_reading_starts(spool, lambda: put(container, "raw/big.csv", new)):
         with pytest.raises(SourceChangedError, match=r"raw/big\.csv was overwritten"):
             source.fetch(file, spool)
-    finally:
-        watcher.join()
-    assert overwritten.is_set()
     assert list(spool.iterdir()) == []
     copy = source.fetch(file, spool)
     assert copy.sha256 == hashlib.sha256(new).hexdigest()

@@ -11,14 +11,12 @@ import json
 import multiprocessing
 import random
 import tempfile
-import threading
-import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import id_counts, run_cli
+from test_azure_blob_source import overwrite_once_reading_starts
 
 from ingest_core import IdempotentIngestor, StorageConfig
 from ingest_core.azure.auth import delta_storage_options
@@ -135,25 +133,10 @@ def test_a_blob_overwritten_mid_read_is_refused_and_the_retry_takes_the_new_cont
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
     big = b"id,amount\n" + b"".join(b"%d,1.5\n" % i for i in range(6_000_000))  # ~60 MB
     lake.put("orders.csv", big)
-    overwritten = threading.Event()
-
-    def overwrite_once_reading_started() -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if any(p.stat().st_size > 0 for p in Path(spool).iterdir()):
-                lake.put("orders.csv", b"id,amount\n7,1.0\n8,2.0\n")
-                overwritten.set()
-                return
-            time.sleep(0.001)
-
-    watcher = threading.Thread(target=overwrite_once_reading_started)
-    watcher.start()
-    try:
-        with lake.ingestor() as ing:
-            [failed] = ing.ingest_directory(lake.root).files
-    finally:
-        watcher.join()
-    assert overwritten.is_set()
+    with overwrite_once_reading_starts(
+        spool, lambda: lake.put("orders.csv", b"id,amount\n7,1.0\n8,2.0\n")
+    ), lake.ingestor() as ing:
+        [failed] = ing.ingest_directory(lake.root).files
     assert failed.status == "failed"
     assert f"{lake.root}orders.csv was overwritten while it was being read" in failed.error
     assert list(spool.iterdir()) == []
