@@ -450,3 +450,39 @@ def test_production_shape_table_and_ledger_on_azure_storage(
     response = function_app.file_status(get(f"files/{hashlib.sha256(CSV).hexdigest()}"))
     assert body(response)["status"] == "succeeded"
     assert datetime.fromisoformat(body(response)["updated_at"]) <= datetime.now(UTC)
+
+
+@pytest.mark.azurite
+def test_the_sample_settings_work_on_azurite(azurite, unique_name, monkeypatch):
+    """local.settings.sample.json as `func start` would load it, with fresh container names."""
+    from azure.storage.blob import BlobServiceClient
+
+    from ingest_core.azure.auth import delta_storage_options
+    from ingest_core.config import StorageConfig
+
+    sample = json.loads((Path(__file__).parent.parent / "local.settings.sample.json").read_text())
+    values = {k: v for k, v in sample["Values"].items() if k.startswith("INGEST_")}
+    values["INGEST_LANDING_PATH"] = f"{unique_name}/{{name}}"
+    values["INGEST_LANDING_CONTAINERS"] = unique_name
+    values["INGEST_TABLE_URI"] = f"abfs://{unique_name}l/orders"
+    values["INGEST_LEDGER_URI"] = f"azure-table://{unique_name}"
+    for name in list(os.environ):
+        if name.startswith("INGEST_"):
+            monkeypatch.delenv(name)
+    use(monkeypatch, **values)
+    emulator = "UseDevelopmentStorage=true"
+    service = BlobServiceClient.from_connection_string(emulator)
+    landing = service.create_container(unique_name)
+    lake = service.create_container(unique_name + "l")
+    try:
+        landing.upload_blob("orders.csv", CSV)
+        url = f"{BLOB_ENDPOINT}/{unique_name}/orders.csv"
+        function_app.ingest_replay(grid_event(build_blob_created(url, content_length=len(CSV))))
+        options = delta_storage_options(
+            values["INGEST_TABLE_URI"], StorageConfig(connection_string=emulator)
+        )
+        assert id_counts(values["INGEST_TABLE_URI"], options) == {1: 1, 2: 1, 3: 1}
+    finally:
+        landing.delete_container()
+        lake.delete_container()
+        app_config.cache_clear()
