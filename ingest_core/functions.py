@@ -133,11 +133,11 @@ def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestRe
 def raise_for_platform(result: IngestResult) -> None:
     """Raise when the platform should deliver the file again (in progress or failed)."""
     if result.status == "in_progress":
-        raise InProgressError(
-            result.error or f"{result.path}: another worker is ingesting it; retry later"
-        )
+        message = result.error or f"{result.path}: another worker is ingesting it; retry later"
+        raise InProgressError(redact(message))
     if result.status == "failed":
-        raise IngestError(f"{result.path}: attempt failed, the platform retries it: {result.error}")
+        message = f"{result.path}: attempt failed, the platform retries it: {result.error}"
+        raise IngestError(redact(message))
 
 
 # -- logging --------------------------------------------------------------------------
