@@ -157,4 +157,10 @@ def test_the_command_line_runs_unchanged_with_the_connection_in_the_environment(
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["skipped"] == 2
     assert "AccountKey" not in first.stderr + again.stderr
+    status = run_cli("status", "--ledger", lake.ledger, "--state", "succeeded", "--json",
+                     env={"INGEST_STORAGE_CONNECTION": lake.connection})
+    assert status.returncode == 0, status.stderr
+    assert sorted(r["path"] for r in json.loads(status.stdout)) == [
+        f"{lake.root}f{i}.parquet" for i in range(2)
+    ]
     assert set(lake.ids().values()) == {1}

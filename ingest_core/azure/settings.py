@@ -13,6 +13,7 @@ Three ways to authenticate, picked by what the configuration holds:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -174,6 +175,7 @@ def from_connection_string(text: str) -> AccountSettings:
     )
 
 
+@lru_cache(maxsize=64)
 def account_settings(storage: StorageConfig, account: str | None = None) -> AccountSettings:
     """The account to use for a URL naming `account` (None: the configured one).
 
