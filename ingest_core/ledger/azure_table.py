@@ -259,12 +259,13 @@ def _translated(action: str) -> Iterator[None]:
             f"cannot reach the Azure Table ledger to {action}: {type(exc).__name__}; "
             "check INGEST_STORAGE_CONNECTION / INGEST_STORAGE_ACCOUNT and the network, then retry"
         ) from exc
-    except ClientAuthenticationError as exc:
-        raise LedgerUnavailableError(
-            f"the Azure Table ledger refused to {action}: not authorized; grant the identity "
-            "'Storage Table Data Contributor' or check the account key"
-        ) from exc
     except HttpResponseError as exc:
+        if isinstance(exc, ClientAuthenticationError) or exc.status_code in (401, 403):
+            raise LedgerUnavailableError(
+                f"the Azure Table ledger refused to {action}: not authorized "
+                f"(HTTP {exc.status_code}); check the account key in INGEST_STORAGE_CONNECTION, "
+                "or grant the identity 'Storage Table Data Contributor'"
+            ) from exc
         raise LedgerUnavailableError(
             f"the Azure Table ledger failed to {action}: HTTP {exc.status_code} "
             f"{exc.reason or ''}; retry, or check the table and permissions"

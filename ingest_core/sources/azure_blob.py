@@ -20,7 +20,7 @@ from ingest_core.azure.auth import blob_service, datalake_service
 from ingest_core.azure.settings import AccountSettings, account_settings
 from ingest_core.azure.urls import BlobLocation, parse_blob_url
 from ingest_core.config import StorageConfig
-from ingest_core.errors import SourceChangedError
+from ingest_core.errors import ConfigurationError, SourceChangedError
 from ingest_core.hashing import CHUNK_BYTES, hash_chunks
 from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
 
@@ -73,6 +73,19 @@ class AzureBlobSource:
 
     def list(self, root: str) -> Iterator[SourceFile]:
         """Every blob under `root`, in name order: the blob itself, or all below a prefix."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            yield from self._list(root)
+        except HttpResponseError as exc:
+            if exc.status_code not in (401, 403):
+                raise
+            raise ConfigurationError(
+                f"source {root}: not authorized to list it (HTTP {exc.status_code}); check the "
+                "account key, or grant the identity 'Storage Blob Data Reader' on the container"
+            ) from exc
+
+    def _list(self, root: str) -> Iterator[SourceFile]:
         from azure.core.exceptions import ResourceNotFoundError
 
         location = parse_blob_url(root)
