@@ -21,6 +21,8 @@ from deltalake.exceptions import TableNotFoundError
 
 APP_ID_PREFIX = "ingest-"
 METADATA_KEY = "ingest.files"
+RELOAD_AFTER_COMMITS = 100
+"""Versions after which a reused snapshot is loaded afresh (from the newest checkpoint)."""
 HISTORY_SEARCH_LIMIT = 2_000
 """How many recent commits a recovery searches for a file's commit."""
 
@@ -48,22 +50,30 @@ class Landing:
 
 
 class DeltaTarget:
-    """One Delta table, its loaded snapshot reused and refreshed incrementally."""
+    """One Delta table, its loaded snapshot reused and refreshed incrementally.
+
+    A snapshot kept across many commits gets slower to write from (measured:
+    9 ms fresh against 70 ms for one reused over 1,000 commits), so it is
+    reloaded from the newest checkpoint every `RELOAD_AFTER_COMMITS` versions.
+    """
 
     def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
         self.uri = uri
         self.storage_options = storage_options
         self._table: DeltaTable | None = None
+        self._loaded_at = -1
 
     def snapshot(self) -> DeltaTable | None:
         """The latest snapshot (None while the table does not exist yet)."""
-        if self._table is None:
-            try:
-                self._table = DeltaTable(self.uri, storage_options=self.storage_options)
-            except TableNotFoundError:
-                return None
-        else:
+        if self._table is not None:
             self._table.update_incremental()
+            if self._table.version() - self._loaded_at < RELOAD_AFTER_COMMITS:
+                return self._table
+        try:
+            self._table = DeltaTable(self.uri, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+        self._loaded_at = self._table.version()
         return self._table
 
     def forget(self) -> None:
