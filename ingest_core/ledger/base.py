@@ -242,67 +242,70 @@ class BaseLedger(ABC):
         except LedgerConflictError:
             return record  # a concurrent change won; the sighting is a courtesy, not state
 
+    def _write_as_owner(
+        self, record: FileRecord, change: Callable[[FileRecord], FileRecord]
+    ) -> FileRecord | None:
+        """Write `change(row)` while `record.owner` holds the row; None once it does not.
+
+        A conflict is re-read: our own renewal (or an SDK retry of our write)
+        moves the version too, and then the change is applied again.
+        """
+        current: FileRecord | None = record
+        while current and current.status == PROCESSING and current.owner == record.owner:
+            try:
+                return self._replace(change(current))
+            except LedgerConflictError:
+                current = self._get(record.table, record.sha256)
+        return None
+
     def renew(self, record: FileRecord, lease_seconds: float) -> FileRecord:
         """Extend the lease of a row this worker owns; LeaseLostError if it is gone."""
-        renewed = dataclasses.replace(
-            record,
-            lease_until=self.now() + timedelta(seconds=lease_seconds),
-            updated_at=self.now(),
-        )
-        try:
-            return self._replace(renewed)
-        except LedgerConflictError:
-            current = self._get(record.table, record.sha256)
-            if current and current.status == PROCESSING and current.owner == record.owner:
-                return self.renew(current, lease_seconds)
+
+        def extend(row: FileRecord) -> FileRecord:
+            now = self.now()
+            return dataclasses.replace(
+                row, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now
+            )
+
+        renewed = self._write_as_owner(record, extend)
+        if renewed is None:
             raise LeaseLostError(
                 f"lost the lease on {record.path} ({record.sha256[:12]}): "
                 "another worker took it over; this worker stops without committing"
-            ) from None
+            )
+        return renewed
 
     def complete(
         self, record: FileRecord, *, delta_version: int | None, rows: int | None
     ) -> FileRecord:
         """Mark the content as in the table.
 
-        Losing the version race here is harmless: the transaction id in the
-        Delta log makes whoever owns the row now find the data and complete it.
+        Losing the row here is harmless: the transaction id in the Delta log
+        makes whoever owns the row now find the data and complete it.
         """
-        done = dataclasses.replace(
-            record,
-            status=SUCCEEDED,
-            owner=None,
-            lease_until=None,
-            delta_version=delta_version,
-            rows=rows,
-            error=None,
-            updated_at=self.now(),
-        )
-        try:
-            return self._replace(done)
-        except LedgerConflictError:
-            current = self._get(record.table, record.sha256)
-            if current and current.status == PROCESSING and current.owner == record.owner:
-                return self.complete(current, delta_version=delta_version, rows=rows)
-            return current or done
+
+        def done(row: FileRecord) -> FileRecord:
+            return dataclasses.replace(
+                row, status=SUCCEEDED, owner=None, lease_until=None,
+                delta_version=delta_version, rows=rows, error=None, updated_at=self.now(),
+            )
+
+        return self._write_as_owner(record, done) or self._get_or(record, done)
 
     def fail(self, record: FileRecord, error: str, *, quarantine: bool = False) -> FileRecord:
         """Record a failed attempt (`failed`, retried later) or quarantine the content."""
-        failed = dataclasses.replace(
-            record,
-            status=QUARANTINED if quarantine else FAILED,
-            owner=None,
-            lease_until=None,
-            error=bound_error(error),
-            updated_at=self.now(),
-        )
-        try:
-            return self._replace(failed)
-        except LedgerConflictError:
-            current = self._get(record.table, record.sha256)
-            if current and current.status == PROCESSING and current.owner == record.owner:
-                return self.fail(current, error, quarantine=quarantine)
-            return current or failed
+
+        def failed(row: FileRecord) -> FileRecord:
+            return dataclasses.replace(
+                row, status=QUARANTINED if quarantine else FAILED, owner=None,
+                lease_until=None, error=bound_error(error), updated_at=self.now(),
+            )
+
+        return self._write_as_owner(record, failed) or self._get_or(record, failed)
+
+    def _get_or(self, record: FileRecord, change: Callable[[FileRecord], FileRecord]) -> FileRecord:
+        """The row as another owner left it (or, if gone, what we meant to write)."""
+        return self._get(record.table, record.sha256) or change(record)
 
     def release(self, table: str, sha256: str) -> FileRecord | None:
         """Turn a quarantined row back into `failed` with fresh attempts, for the next retry."""
