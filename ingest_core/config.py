@@ -56,6 +56,10 @@ class IngestConfig:
     """The Functions blob-trigger path (`container/{name}`); its container is the default."""
     landing_containers: tuple[str, ...] = ()
     """Containers whose blobs events may ingest; empty: the container of `landing_path`."""
+    partition_by: tuple[str, ...] = ()
+    """Columns a new table is partitioned by (an existing table keeps its partitioning)."""
+    routes: str | None = None
+    """A routes file's path or its TOML text (see `ingest_core.routing`); None: no routing."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -132,7 +136,8 @@ def from_env(
     INGEST_STORAGE_ACCOUNT, INGEST_FORMAT, INGEST_SCHEMA_MODE, INGEST_LINEAGE,
     INGEST_TRANSFORM, INGEST_LEASE_SECONDS, INGEST_MAX_ATTEMPTS,
     INGEST_BATCH_FILES, INGEST_WORKERS, INGEST_LANDING_PATH,
-    INGEST_LANDING_CONTAINERS (comma-separated).
+    INGEST_LANDING_CONTAINERS (comma-separated), INGEST_ROUTES (a routes file's
+    path or its TOML text; with it no table is required).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -143,6 +148,7 @@ def from_env(
         "schema_mode": "INGEST_SCHEMA_MODE",
         "transform": "INGEST_TRANSFORM",
         "landing_path": "INGEST_LANDING_PATH",
+        "routes": "INGEST_ROUTES",
     }
     for key, name in text.items():
         if env.get(name):
@@ -167,7 +173,7 @@ def from_env(
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not values.get("table_uri"):
-        if require_table:
+        if require_table and not values.get("routes"):
             raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
         values["table_uri"] = ""
     return IngestConfig(**values)

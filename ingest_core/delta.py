@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,9 +58,16 @@ class DeltaTarget:
     reloaded from the newest checkpoint every `RELOAD_AFTER_COMMITS` versions.
     """
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None = None,
+        partition_by: Sequence[str] = (),
+    ) -> None:
         self.uri = uri
         self.storage_options = storage_options
+        self.partition_by = tuple(partition_by)
+        """Partition columns for creating the table; an existing table keeps its own."""
         self._table: DeltaTable | None = None
         self._loaded_at = -1
 
@@ -134,6 +142,8 @@ class DeltaTarget:
         if table is not None:
             write_deltalake(table, data, **options)
             return table.version()
+        if self.partition_by:
+            options["partition_by"] = list(self.partition_by)
         write_deltalake(self.uri, data, storage_options=self.storage_options, **options)
         created = self.snapshot()
         assert created is not None

@@ -213,7 +213,9 @@ class IdempotentIngestor:
 
                 options = delta_storage_options(self.config.table_uri, self.config.storage)
             if self._target is None or self._target.storage_options != options:
-                self._target = DeltaTarget(self.config.table_uri, options)
+                self._target = DeltaTarget(
+                    self.config.table_uri, options, self.config.partition_by
+                )
         return self._target
 
     def _claim(
@@ -464,6 +466,10 @@ class IdempotentIngestor:
         return self._complete(work, version, rows)
 
     def _with_lineage(self, work: _Work, data: pa.Table, now: datetime) -> pa.Table:
+        if work.file.columns:
+            from ingest_core.schema import with_constants
+
+            data = with_constants(data, work.file.columns, name=work.file.uri)
         if not self.config.lineage:
             return data
         import pyarrow as pa

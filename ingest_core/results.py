@@ -7,8 +7,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-Outcome = Literal["ingested", "skipped", "in_progress", "failed", "quarantined"]
-OUTCOMES: tuple[Outcome, ...] = ("ingested", "skipped", "in_progress", "failed", "quarantined")
+Outcome = Literal["ingested", "skipped", "in_progress", "failed", "quarantined", "unrouted"]
+OUTCOMES: tuple[Outcome, ...] = (
+    "ingested", "skipped", "in_progress", "failed", "quarantined", "unrouted",
+)
+"""`unrouted`: a routed run found no route for the file (see ingest_core.routing)."""
 
 
 @dataclass
@@ -23,6 +26,8 @@ class IngestResult:
     delta_version: int | None = None
     size: int | None = None
     duration_s: float = 0.0
+    table: str | None = None
+    """The table it went to, in a routed run (None otherwise)."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view."""

@@ -7,6 +7,7 @@ not fit is refused with the column named.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import pyarrow as pa
@@ -108,6 +109,25 @@ def with_lineage(
     arrays.append(pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", tz="UTC")), n))
     names.append("_ingested_at")
     return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def with_constants(data: pa.Table, columns: Mapping[str, str], *, name: str) -> pa.Table:
+    """`data` plus one string column per entry of `columns`, each holding its one value.
+
+    Plain strings, not dictionaries: delta-rs cannot partition by a dictionary
+    column ("failed to read partition column value as Scalar").
+    """
+    clash = [c for c in columns if c in data.column_names]
+    if clash:
+        raise SchemaIncompatibleError(
+            f"{name}: column {', '.join(clash)} is both in the file and a route capture; "
+            "rename the capture in the routes file"
+        )
+    for column, value in columns.items():
+        data = data.append_column(
+            pa.field(column, _TEXT), pa.repeat(pa.scalar(value, _TEXT), data.num_rows)
+        )
+    return data
 
 
 def lineage_schema(schema: pa.Schema) -> pa.Schema:

@@ -21,7 +21,7 @@ def test_first_run_ingests_every_file(landing: Path, table_uri: str):
     with IdempotentIngestor(table=table_uri) as ing:
         stats = ing.ingest_directory(str(landing))
     assert stats.counts == {"ingested": 3, "skipped": 0, "in_progress": 0, "failed": 0,
-                            "quarantined": 0}
+                            "quarantined": 0, "unrouted": 0}
     assert stats.rows == 9
     assert sorted(id_counts(table_uri)) == [0, 1, 2, 10, 11, 12, 20, 21, 22]
 

@@ -17,6 +17,8 @@ from ingest_core.results import RunStats
 @cli.command()
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @click.option("--table", "table_uri", metavar="URI", help="Delta table: a path or abfss:// URI.")
+@click.option("--routes", "routes_file", metavar="FILE",
+              help="Routes file (TOML) sending each file to its own table; instead of --table.")
 @click.option(
     "--ledger", "ledger_uri", metavar="URI",
     help="sqlite:///path or azure-table://NAME. Default: TABLE.ledger.sqlite beside a local table.",
@@ -38,6 +40,7 @@ from ingest_core.results import RunStats
 def run(
     sources: tuple[str, ...],
     table_uri: str | None,
+    routes_file: str | None,
     ledger_uri: str | None,
     fmt: str | None,
     workers: int | None,
@@ -48,9 +51,18 @@ def run(
     batch_files: int | None,
     as_json: bool,
 ) -> int:
-    """Ingest every file under each SOURCE (a file or folder, recursive) into --table."""
+    """Ingest every file under each SOURCE (a file or folder, recursive) into --table.
+
+    With --routes (or INGEST_ROUTES), each file goes to the table of the first
+    route matching its path below SOURCE; files no route matches are reported
+    as unrouted (exit status 1).
+    """
+    if table_uri and routes_file:
+        raise click.UsageError("give --table or --routes, not both")
     config = from_env(
+        require_table=False,
         table_uri=table_uri,
+        routes=routes_file,
         ledger_uri=ledger_uri,
         format=fmt,
         workers=workers,
@@ -60,7 +72,16 @@ def run(
         lease_seconds=lease_seconds,
         batch_files=batch_files,
     )
-    stats = ingest_sources(config, list(sources), show_progress=not as_json)
+    if config.routes and not table_uri:
+        from ingest_core.cli.routes_commands import ingest_routed
+
+        stats = ingest_routed(config, list(sources), show_progress=not as_json)
+    elif not config.table_uri:
+        raise ConfigurationError(
+            "no table: pass --table URI or --routes FILE (or set INGEST_TABLE_URI or INGEST_ROUTES)"
+        )
+    else:
+        stats = ingest_sources(config, list(sources), show_progress=not as_json)
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:

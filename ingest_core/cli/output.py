@@ -32,7 +32,7 @@ def progress(total: int, enabled: bool) -> Iterator[Callable[[IngestResult], Non
 def print_summary(stats: RunStats) -> None:
     """Problem files on stderr, then one line of counts."""
     for result in stats.files:
-        if result.status in ("failed", "quarantined", "in_progress"):
+        if result.status in ("failed", "quarantined", "in_progress", "unrouted"):
             click.echo(f"{result.status}: {result.error or result.path}", err=True)
     counts = ", ".join(f"{n} {status}" for status, n in stats.counts.items() if n)
     click.echo(f"{len(stats.files)} files: {counts or 'nothing to do'}; {stats.rows} rows written")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +19,8 @@ class SourceFile:
     """Its path below the SOURCE it was listed from (routes match against this)."""
     size: int | None = None
     etag: str | None = None
+    columns: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Constant string columns added to its rows (a route's captures named in partition_by)."""
 
 
 @dataclass
