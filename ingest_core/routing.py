@@ -29,10 +29,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ingest_core.azure.urls import is_blob_url, parse_blob_url
 from ingest_core.config import IngestConfig, SchemaMode, is_local
@@ -375,6 +375,11 @@ def check_routes(
         for key in data if key != "route"
     ]
     raw = data.get("route")
+    if isinstance(raw, dict):
+        header = next((n for n, line in enumerate(text.splitlines(), 1)
+                       if re.match(r"\s*\[\s*route\s*\]", line)), None)
+        problems.append(RouteProblem(header, "write [[route]] (one per route), not [route]"))
+        return None, problems
     if not isinstance(raw, list) or not raw:
         problems.append(RouteProblem(lines.top.get("route"), "no routes: add a [[route]] table "
                                      "with match and table keys"))
@@ -446,7 +451,7 @@ def _check_route(
         pattern=pattern,
         table=strings["table"],
         format=strings.get("format"),
-        schema_mode=strings.get("schema_mode"),  # type: ignore[arg-type]  # checked above
+        schema_mode=cast(SchemaMode | None, strings.get("schema_mode")),  # checked above
         partition_by=partition_by,
         lineage=lineage,
         transform=strings.get("transform"),
@@ -454,7 +459,7 @@ def _check_route(
     )
 
 
-def _check_table(template: str, pattern: Pattern, problem: Any) -> None:
+def _check_table(template: str, pattern: Pattern, problem: Callable[[str], None]) -> None:
     try:
         names = template_names(template)
     except ValueError as exc:
@@ -480,7 +485,7 @@ def _check_table(template: str, pattern: Pattern, problem: Any) -> None:
             problem(f"unsupported table URI: {exc}")
 
 
-def _check_partition_by(value: Any, problem: Any) -> tuple[str, ...]:
+def _check_partition_by(value: Any, problem: Callable[[str], None]) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

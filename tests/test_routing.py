@@ -235,3 +235,8 @@ def test_routes_load_from_a_path_or_from_toml_text(tmp_path):
     assert load_routes(text).origin is None
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_routes(str(tmp_path / "missing.toml"))
+
+
+def test_a_single_bracket_route_table_is_refused_at_its_line():
+    assert problems('# x\n[route]\nmatch = "*"\ntable = "t"\n') == [
+        (2, "write [[route]] (one per route), not [route]")]
