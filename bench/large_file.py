@@ -1,0 +1,187 @@
+"""Large-file benchmark: `ingest run` against the bare read + write_deltalake floor.
+
+    python bench/make_data.py                 # once: bench/out/large.parquet (+ large.csv)
+    python bench/large_file.py [--pairs 3] [--csv] [--out bench/out]
+
+Every measurement is a whole separate process (interpreter start and imports
+included), on a fresh table (and, for ours, a fresh SQLite ledger):
+
+- floor:  python -c "write_deltalake(T, pq.read_table(FILE))"
+- ours:   python -m ingest_core.cli run FILE --table T --json
+- import: python -c "import pyarrow.parquet, deltalake" (what any process pays)
+
+floor and ours run in pairs (their order alternates); wall time is measured
+around the child and peak RSS is the child's own ru_maxrss from os.wait4.
+The ratio is the median of the per-pair ratios ours/floor.
+
+With --csv, large.csv is ingested too (floor: pyarrow.csv.read_csv +
+write_deltalake), --csv-runs times each (default 1); peak RSS is the figure
+that matters there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+from _common import (
+    DEFAULT_OUT,
+    INGEST,
+    PY,
+    Measure,
+    check,
+    fresh_dir,
+    header,
+    load,
+    machine,
+    remove,
+    row,
+    run_child,
+    tree_bytes,
+    warm,
+)
+
+FLOOR_PARQUET = (
+    "import sys, pyarrow.parquet as pq; from deltalake import write_deltalake; "
+    "write_deltalake(sys.argv[1], pq.read_table(sys.argv[2]))"
+)
+FLOOR_CSV = (
+    "import sys, pyarrow.csv as pc; from deltalake import write_deltalake; "
+    "write_deltalake(sys.argv[1], pc.read_csv(sys.argv[2]))"
+)
+IMPORTS = "import pyarrow.parquet, deltalake"
+
+
+def run_floor(code: str, file: Path, work: Path) -> tuple[Measure, int]:
+    """The floor on a fresh table; returns the measure and the table's data bytes."""
+    run_dir = fresh_dir(work, "floor")
+    table = run_dir / "table"
+    try:
+        m = run_child([PY, "-c", code, str(table), str(file)])
+        check(m, "floor")
+        return m, tree_bytes(table)
+    finally:
+        remove(run_dir)
+
+
+def run_ours(file: Path, work: Path, rows: int | None) -> tuple[Measure, int]:
+    """`ingest run FILE --table T --json` on a fresh table and ledger."""
+    run_dir = fresh_dir(work, "ours")
+    table = run_dir / "table"
+    try:
+        m = run_child([*INGEST, "run", str(file), "--table", str(table), "--json"])
+        check(m, "ingest run")
+        result = m.json()
+        if result.get("ingested") != 1 or (rows is not None and result.get("rows") != rows):
+            raise SystemExit(f"ingest run did not ingest the file: {m.stdout[:2000]}")
+        return m, tree_bytes(table)
+    finally:
+        remove(run_dir)
+
+
+def _ratio(ours: list[float], floor: list[float]) -> float:
+    return statistics.median(o / f for o, f in zip(ours, floor, strict=True))
+
+
+def bench_pairs(
+    file: Path, code: str, pairs: int, work: Path, rows: int | None, imports: bool
+) -> None:
+    """Run `pairs` floor/ours pairs on `file` and print the table."""
+    warm(file)
+    floor: list[Measure] = []
+    ours: list[Measure] = []
+    floor_bytes = ours_bytes = 0
+    for i in range(pairs):
+        order = ("floor", "ours") if i % 2 == 0 else ("ours", "floor")
+        for which in order:
+            if which == "floor":
+                m, floor_bytes = run_floor(code, file, work)
+                floor.append(m)
+            else:
+                m, ours_bytes = run_ours(file, work, rows)
+                ours.append(m)
+            print(
+                f"  pair {i + 1} {which:<5} {m.wall_s:6.2f} s  {m.rss_mib:7.0f} MiB peak RSS",
+                flush=True,
+            )
+    base: list[Measure] = []
+    if imports:
+        for _ in range(pairs):
+            m = run_child([PY, "-c", IMPORTS])
+            check(m, "imports")
+            base.append(m)
+    size = file.stat().st_size / 2**20
+    print()
+    print(f"{file.name}: {size:.0f} MiB, {pairs} pairs")
+    print(header("wall time"))
+    print(row("floor (read + write_deltalake)", [m.wall_s for m in floor], "s"))
+    print(row("ours (ingest run)", [m.wall_s for m in ours], "s"))
+    if base:
+        print(row("process start + imports", [m.wall_s for m in base], "s"))
+    print(header("peak RSS"))
+    print(row("floor", [m.rss_mib for m in floor], "MiB", "{:.0f}"))
+    print(row("ours", [m.rss_mib for m in ours], "MiB", "{:.0f}"))
+    if base:
+        print(row("process start + imports", [m.rss_mib for m in base], "MiB", "{:.0f}"))
+    t_ratio = _ratio([m.wall_s for m in ours], [m.wall_s for m in floor])
+    r_ratio = _ratio([m.rss_mib for m in ours], [m.rss_mib for m in floor])
+    print(f"ratio ours/floor (median of pairs): time {t_ratio:.2f}x, peak RSS {r_ratio:.2f}x")
+    print(
+        f"table data written: floor {floor_bytes / 2**20:.0f} MiB, "
+        f"ours {ours_bytes / 2**20:.0f} MiB"
+    )
+    print()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments and run the requested benchmarks."""
+    parser = argparse.ArgumentParser(
+        description="Large-file benchmark: ingest run vs read + write_deltalake.",
+        epilog="Inputs come from bench/make_data.py.",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder holding the inputs (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="where fresh tables are created (default OUT/runs)"
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="floor/ours pairs (default 3)")
+    parser.add_argument("--no-parquet", action="store_true", help="skip large.parquet")
+    parser.add_argument("--csv", action="store_true", help="also ingest large.csv")
+    parser.add_argument(
+        "--csv-runs", type=int, default=1, help="floor/ours pairs for the CSV (default 1)"
+    )
+    parser.add_argument(
+        "--no-imports", action="store_true", help="skip the process start + imports baseline"
+    )
+    args = parser.parse_args(argv)
+    work = args.work or args.out / "runs"
+    print(f"machine: {machine()}")
+    if not args.no_parquet:
+        file = args.out / "large.parquet"
+        if not file.exists():
+            parser.error(f"{file} missing: run bench/make_data.py first")
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(file).metadata.num_rows
+        bench_pairs(file, FLOOR_PARQUET, args.pairs, work, rows, not args.no_imports)
+    if args.csv:
+        file = args.out / "large.csv"
+        if not file.exists():
+            parser.error(f"{file} missing: run bench/make_data.py (without --no-csv) first")
+        bench_pairs(file, FLOOR_CSV, args.csv_runs, work, None, imports=False)
+    print(f"end: {load()}")
+    try:
+        work.rmdir()  # only if empty: never delete what the user pointed --work at
+    except OSError:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
