@@ -322,3 +322,17 @@ def test_three_feeds_and_an_unrouted_blob_on_azurite(azurite, unique_name):
     finally:
         service.delete_container(landing_name)
         service.delete_container(lake_name)
+
+
+@pytest.mark.slow
+def test_routed_run_with_worker_processes(landing, lake, routes_file):
+    three_feeds(landing)
+    result = run_cli("run", str(landing), "--routes", str(routes_file), "--workers", "2",
+                     "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["ingested"], report["unrouted"], report["rows"]) == (4, 1, 8)
+    assert {f["table"] for f in report["files"] if f["status"] == "ingested"} == {
+        f"{lake}/orders", f"{lake}/customers", f"{lake}/returns"}
+    assert sorted(read_table(f"{lake}/orders").column("year").to_pylist()) == [
+        "2025", "2025", "2026", "2026", "2026"]
