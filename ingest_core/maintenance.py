@@ -9,11 +9,12 @@ of a file that has since landed a skip.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingest_core.config import IngestConfig, is_local
+from ingest_core.config import IngestConfig, StorageConfig, is_local
+from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import FAILED, PROCESSING, BaseLedger, FileRecord
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile
@@ -35,6 +36,10 @@ class MaintenanceReport:
     """delta-rs's optimize metrics (numFilesAdded, numFilesRemoved, ...); empty if skipped."""
     checkpoint_version: int | None = None
     """The version a checkpoint was written at; None if skipped."""
+    vacuumed: list[str] | None = None
+    """Data files vacuum deleted; None if skipped."""
+    logs_cleaned: bool = False
+    """Whether expired log files were removed (`cleanup_metadata`)."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view."""
@@ -43,6 +48,8 @@ class MaintenanceReport:
             "version": self.version,
             "compaction": self.compaction,
             "checkpoint_version": self.checkpoint_version,
+            "vacuumed": self.vacuumed,
+            "logs_cleaned": self.logs_cleaned,
         }
 
 
@@ -56,10 +63,20 @@ class RedriveReport:
     """Rows whose recorded path no longer holds a file: land the content again to ingest it."""
 
 
+MIN_VACUUM_HOURS = 168
+"""Vacuum retention below this (Delta's default of 7 days) needs `force`."""
+
+
 def maintain(
-    config: IngestConfig, *, compact: bool = True, checkpoint: bool = True
+    config: IngestConfig,
+    *,
+    compact: bool = True,
+    checkpoint: bool = True,
+    vacuum_hours: float | None = None,
+    cleanup_logs: bool = False,
+    force: bool = False,
 ) -> MaintenanceReport:
-    """Compact the table's small files and write a checkpoint.
+    """Compact the table's small files and write a checkpoint; optionally vacuum and clean logs.
 
     Safe while ingestion runs: compaction rewrites data files without touching
     the transaction ids that record which files are in. A table that does not
@@ -69,9 +86,20 @@ def maintain(
         config: the configuration naming the table (and its storage).
         compact: bin-pack small data files (`DeltaTable.optimize.compact`).
         checkpoint: write a checkpoint at the latest version (`create_checkpoint`).
+        vacuum_hours: delete data files no longer referenced for this many hours
+            (`DeltaTable.vacuum`); None: no vacuum.
+        cleanup_logs: remove log files older than the table's log retention
+            (`DeltaTable.cleanup_metadata`); a long log slows every commit.
+        force: allow `vacuum_hours` below `MIN_VACUUM_HOURS` (readers of older
+            versions, and writers still working from them, may then fail).
     """
+    if vacuum_hours is not None and vacuum_hours < MIN_VACUUM_HOURS and not force:
+        raise ConfigurationError(
+            f"vacuum retention {vacuum_hours:g} h is below {MIN_VACUUM_HOURS} h: readers and "
+            "writers of older versions could lose files; pass a longer retention, or --force"
+        )
     report = MaintenanceReport(table=config.table_uri)
-    table = _open_table(config)
+    table = open_table(config.table_uri, config.storage)
     if table is None:
         return report
     if compact:
@@ -80,6 +108,13 @@ def maintain(
     if checkpoint:
         table.create_checkpoint()
         report.checkpoint_version = table.version()
+    if vacuum_hours is not None:
+        report.vacuumed = table.vacuum(
+            retention_hours=int(vacuum_hours), dry_run=False, enforce_retention_duration=not force
+        )
+    if cleanup_logs:
+        table.cleanup_metadata()
+        report.logs_cleaned = True
     report.version = table.version()
     return report
 
@@ -93,17 +128,26 @@ def due_for_redrive(ledger: BaseLedger, table: str, max_attempts: int) -> list[F
 
 
 def redrive(
-    ingestor: IdempotentIngestor, on_result: Callable[[IngestResult], None] | None = None
+    ingestor: IdempotentIngestor,
+    on_result: Callable[[IngestResult], None] | None = None,
+    records: Iterable[FileRecord] | None = None,
 ) -> RedriveReport:
     """Re-ingest failed and stalled files by their recorded path, in one run.
 
     A path that no longer holds a file is reported in `gone` and its row left
     as it is. A path that now holds other bytes ingests those (they are a new
     file); the old row then stays until its content lands again.
+
+    Args:
+        ingestor: the ingestor of the table whose rows are re-driven.
+        on_result: called as each file settles.
+        records: the rows to re-drive; default: `due_for_redrive`.
     """
     report = RedriveReport()
     files: dict[str, SourceFile] = {}
-    for record in due_for_redrive(ingestor.ledger, ingestor.table, ingestor.config.max_attempts):
+    if records is None:
+        records = due_for_redrive(ingestor.ledger, ingestor.table, ingestor.config.max_attempts)
+    for record in records:
         file = present_file(ingestor, record.path)
         if file is None:
             report.gone.append(record)
@@ -135,16 +179,17 @@ def _same_file(listed: str, wanted: str) -> bool:
     return (a.account, a.container, a.name) == (b.account, b.container, b.name)
 
 
-def _open_table(config: IngestConfig) -> DeltaTable | None:
+def open_table(uri: str, storage: StorageConfig) -> DeltaTable | None:
+    """The Delta table at `uri` (local or abfs(s)://), or None when it does not exist yet."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
     options = None
-    if not is_local(config.table_uri):
+    if not is_local(uri):
         from ingest_core.azure.auth import delta_storage_options
 
-        options = delta_storage_options(config.table_uri, config.storage)
+        options = delta_storage_options(uri, storage)
     try:
-        return DeltaTable(config.table_uri, storage_options=options)
+        return DeltaTable(uri, storage_options=options)
     except TableNotFoundError:
         return None
