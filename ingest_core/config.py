@@ -60,6 +60,10 @@ class IngestConfig:
     """Columns a new table is partitioned by (an existing table keeps its partitioning)."""
     routes: str | None = None
     """A routes file's path or its TOML text (see `ingest_core.routing`); None: no routing."""
+    eventgrid_topic_endpoint: str | None = None
+    """The Event Grid topic `ingest replay --via eventgrid` publishes to."""
+    eventgrid_key: str | None = field(default=None, repr=False)
+    """That topic's access key; None: Microsoft Entra identity (DefaultAzureCredential)."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -137,7 +141,8 @@ def from_env(
     INGEST_TRANSFORM, INGEST_LEASE_SECONDS, INGEST_MAX_ATTEMPTS,
     INGEST_BATCH_FILES, INGEST_WORKERS, INGEST_LANDING_PATH,
     INGEST_LANDING_CONTAINERS (comma-separated), INGEST_ROUTES (a routes file's
-    path or its TOML text; with it no table is required).
+    path or its TOML text; with it no table is required),
+    INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY.
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -149,6 +154,8 @@ def from_env(
         "transform": "INGEST_TRANSFORM",
         "landing_path": "INGEST_LANDING_PATH",
         "routes": "INGEST_ROUTES",
+        "eventgrid_topic_endpoint": "INGEST_EVENTGRID_TOPIC_ENDPOINT",
+        "eventgrid_key": "INGEST_EVENTGRID_KEY",
     }
     for key, name in text.items():
         if env.get(name):
