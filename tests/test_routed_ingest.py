@@ -336,3 +336,22 @@ def test_routed_run_with_worker_processes(landing, lake, routes_file):
         f"{lake}/orders", f"{lake}/customers", f"{lake}/returns"}
     assert sorted(read_table(f"{lake}/orders").column("year").to_pylist()) == [
         "2025", "2025", "2026", "2026", "2026"]
+
+
+def test_partition_by_a_data_column_even_when_the_file_dictionary_encodes_it(landing, lake,
+                                                                             tmp_path):
+    write_text(landing / "eu" / "a.csv", "id,region\n1,north\n2,south\n")
+    table = pa.table({"id": [3, 4], "region": pa.array(["north", "west"]).dictionary_encode()})
+    pq.write_table(table, landing / "eu" / "b.parquet")
+    routes = tmp_path / "routes.toml"
+    routes.write_text(f'[[route]]\nmatch = "{{zone}}/*"\ntable = "{lake}/sales"\n'
+                      'partition_by = ["zone", "region"]\n')
+    result = run_cli("run", str(landing), "--routes", str(routes), "--json")
+    assert result.returncode == 0, result.stdout
+    sales = lake / "sales"
+    assert list(DeltaTable(str(sales)).metadata().partition_columns) == ["zone", "region"]
+    assert sorted(p.name for p in (sales / "zone=eu").iterdir()) == [
+        "region=north", "region=south", "region=west"]
+    rows = read_table(str(sales)).select(["id", "zone", "region"]).to_pylist()
+    assert sorted((r["id"], r["zone"], r["region"]) for r in rows) == [
+        (1, "eu", "north"), (2, "eu", "south"), (3, "eu", "north"), (4, "eu", "west")]
