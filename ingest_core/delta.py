@@ -37,6 +37,25 @@ def app_id(sha256: str) -> str:
     return APP_ID_PREFIX + sha256
 
 
+def plain_partitions(
+    data: pa.Table | pa.RecordBatchReader, columns: Sequence[str]
+) -> pa.Table | pa.RecordBatchReader:
+    """`data` with its dictionary-encoded partition columns decoded.
+
+    delta-rs 1.6.6 cannot partition by a dictionary column ("failed to read
+    partition column value as Scalar"); other dictionary columns stay encoded.
+    """
+    schema = data.schema
+    coded = {n for n in columns if n in schema.names and pa.types.is_dictionary(
+        schema.field(n).type)}
+    if not coded:
+        return data
+    plain = pa.schema([f.with_type(f.type.value_type) if f.name in coded else f for f in schema])
+    if isinstance(data, pa.Table):
+        return data.cast(plain)
+    return pa.RecordBatchReader.from_batches(plain, (b.cast(plain) for b in data))
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """A file in a commit: what goes in the commit's metadata."""
@@ -129,6 +148,10 @@ class DeltaTarget:
         `table` must be the snapshot the caller checked the ids on (None creates
         the table). Returns the version committed.
         """
+        partitions = (
+            self.partition_by if table is None else table.metadata().partition_columns
+        )
+        data = plain_partitions(data, partitions)
         now_ms = int(time.time() * 1000)
         properties = CommitProperties(
             app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],
