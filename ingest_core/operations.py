@@ -420,8 +420,13 @@ def _same_version(row: FileRecord, file: SourceFile) -> bool:
         except FileNotFoundError:
             return True  # deleted since the listing: nothing to re-drive
     if file.etag is not None and row.source_etag is not None:
-        return row.source_etag == file.etag
+        return _bare(row.source_etag) == _bare(file.etag)
     return file.size is None or row.size == file.size
+
+
+def _bare(etag: str) -> str:
+    """An ETag without its quotes: a listing gives `0x8D...`, a download `"0x8D..."`."""
+    return etag.removeprefix("W/").strip('"')
 
 
 # -- retry and quarantine -------------------------------------------------------------

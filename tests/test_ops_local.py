@@ -281,3 +281,41 @@ def test_sweep_paths_agree_across_url_forms():
         "abfs://landing/a b.csv",
     ]
     assert len({operations.path_key(f, storage) for f in forms}) == 1
+
+
+def test_sweep_and_replay_with_routes_send_each_file_to_its_table(tmp_path, landing, capsys):
+    lake = tmp_path / "lake"
+    routes = tmp_path / "routes.toml"
+    routes.write_text(f'[[route]]\nmatch = "{{region}}/*.csv"\ntable = "{lake}/{{region}}"\n')
+    write_text(landing / "eu" / "a.csv", CSV_1)
+    write_text(landing / "us" / "b.csv", CSV_2)
+    write_text(landing / "stray.csv", CSV_3)
+    capsys.readouterr()
+    assert run_cli(["sweep", str(landing), "--routes", str(routes), "--json"]) == (
+        EXIT_FILES_NOT_DONE
+    )
+    report = json.loads(capsys.readouterr().out)
+    routed = [str(landing / "eu" / "a.csv"), str(landing / "us" / "b.csv")]
+    assert report["found"]["unseen"] == routed
+    assert report["found"]["unrouted"] == [str(landing / "stray.csv")]
+    assert {f["table"] for f in report["files"]} == {f"{lake}/eu", f"{lake}/us"}
+    assert id_counts(f"{lake}/eu") == {1: 1, 2: 1} and id_counts(f"{lake}/us") == {3: 1}
+
+    code, replayed = cli_json(capsys, "replay", str(landing), "--routes", str(routes))
+    assert code == EXIT_FILES_NOT_DONE
+    assert (replayed["skipped"], replayed["unrouted"]) == (2, 1)
+
+
+def test_a_dead_letter_blob_that_is_not_json_is_named_in_the_error():
+    from ingest_core.deadletter import parse_dead_letters
+    from ingest_core.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=r"dl/SUB/2026/1/2/3/x\.json"):
+        parse_dead_letters(b"<html>", "dl/SUB/2026/1/2/3/x.json")
+    [letter] = parse_dead_letters(
+        b'[{"id": "1", "eventType": "Microsoft.Storage.BlobCreated", "data": {}, '
+        b'"deadLetterReason": "MaxDeliveryAttemptsExceeded", "deliveryAttempts": 30}]', "b"
+    )
+    assert letter.event == {"id": "1", "eventType": "Microsoft.Storage.BlobCreated", "data": {}}
+    assert letter.reason == "MaxDeliveryAttemptsExceeded"
+    assert letter.details["deliveryAttempts"] == 30
