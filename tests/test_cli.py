@@ -114,3 +114,10 @@ def test_exit_status_survives_reading_arrow_at_exit(landing: Path, table_uri: st
     for _ in range(5):
         result = run_cli("run", str(landing), "--table", table_uri, "--json")
         assert result.returncode == 0, result.stderr
+
+
+def test_status_prints_brackets_in_paths_literally(landing: Path, table_uri: str):
+    write_parquet(landing / "[bold]x[/bold].parquet", start=0)
+    run_cli("run", str(landing), "--table", table_uri)
+    human = run_cli("status", "--table", table_uri)
+    assert "[bold]x[/bold].parquet" in human.stdout

@@ -42,13 +42,15 @@ def print_records(rows: Sequence[FileRecord]) -> None:
     """Ledger rows as a table."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("path", "sha256", "status", "attempt", "rows", "version", "updated", "error")
     for r in rows:
+        # Text, not str: paths and errors are data, and "[x]" in them is not rich markup
         table.add_row(
-            r.path, r.sha256[:12], r.status, str(r.attempt), _text(r.rows),
+            Text(r.path), r.sha256[:12], r.status, str(r.attempt), _text(r.rows),
             _text(r.delta_version), r.updated_at.isoformat(timespec="seconds") if r.updated_at
-            else "", (r.error or "")[:120],
+            else "", Text((r.error or "")[:120]),
         )
     # piped output is not squeezed to 80 columns: keep whole paths greppable
     Console(width=None if sys.stdout.isatty() else 400).print(table)
