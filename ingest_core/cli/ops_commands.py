@@ -64,7 +64,7 @@ def _status(ok: bool) -> int:
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, metavar="SOURCE...")
+@click.argument("sources", nargs=-1, metavar="[SOURCE]...")
 @click.option("--via", type=click.Choice(["direct", "eventgrid"]), default="direct",
               show_default=True,
               help="direct: ingest here; eventgrid: publish one BlobCreated event per blob "
