@@ -32,6 +32,7 @@ from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile, source_for
 
 if TYPE_CHECKING:
+    from ingest_core.eventgrid_publish import PublishedEvent
     from ingest_core.ingestor import IdempotentIngestor
     from ingest_core.ledger import BaseLedger
 
@@ -93,7 +94,7 @@ class ReplayReport:
     via: Via
     stats: RunStats = field(default_factory=RunStats)
     """Results of files ingested in this process (`direct`)."""
-    published: list[Any] = field(default_factory=list)
+    published: list[PublishedEvent] = field(default_factory=list)
     """`PublishedEvent`s sent to the topic (`eventgrid`)."""
     dropped: list[dict[str, Any]] = field(default_factory=list)
     """Events or blobs not re-driven, with the decision (ignore, refuse, invalid) and reason."""
@@ -136,11 +137,20 @@ def list_files(sources: Sequence[str], storage: StorageConfig) -> list[SourceFil
 def replay_sources(
     config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress
 ) -> ReplayReport:
-    """Ingest every file under `sources` here; files whose content is in already are skipped."""
+    """Ingest every file under `sources` here, as `ingest run` does (`config.workers` too).
+
+    Files whose content is in the table already are skipped.
+    """
+    from ingest_core.ingestor import IdempotentIngestor
+
     runner = open_runner(config)
     try:
         files = list_files(sources, config.storage)
         with progress(len(files)) as advance:
+            if isinstance(runner, IdempotentIngestor) and config.workers > 1 and len(files) > 1:
+                from ingest_core.parallel import run_parallel
+
+                return ReplayReport(via="direct", stats=run_parallel(config, files, advance))
             return ReplayReport(via="direct", stats=runner.run(files, advance))
     finally:
         runner.close()
@@ -216,7 +226,7 @@ def _publish(
     client = publisher_client(config)
     with progress(len(events)) as advance:
 
-        def sent(events: list[Any]) -> None:
+        def sent(events: list[PublishedEvent]) -> None:
             report.published.extend(events)
             for event in events:
                 advance(event)
