@@ -293,3 +293,31 @@ def test_sweep_finds_missed_and_overwritten_blobs_without_reading_the_rest(lake,
     code, again = lake.cli_json(capsys, "sweep", lake.url("orders/"))
     assert code == EXIT_OK and again["files"] == []
     assert again["found"] == {"unseen": [], "changed": [], "stalled": [], "unrouted": []}
+
+
+def test_a_topic_that_refuses_events_is_reported_with_what_to_check(lake, capsys, monkeypatch):
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        lake.put("orders/a.csv", CSVS["orders/2026/a.csv"])
+        monkeypatch.setenv("INGEST_EVENTGRID_KEY", "wrong-key")
+        code, report = lake.cli_json(
+            capsys, "replay", lake.url("orders/"), "--via", "eventgrid",
+            "--topic-endpoint", f"http://127.0.0.1:{server.server_port}/api/events",
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == EXIT_FILES_NOT_DONE
+    assert report["published"] == 0
+    assert "INGEST_EVENTGRID_KEY" in report["error"] and "wrong-key" not in report["error"]

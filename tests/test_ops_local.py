@@ -319,3 +319,34 @@ def test_a_dead_letter_blob_that_is_not_json_is_named_in_the_error():
     assert letter.event == {"id": "1", "eventType": "Microsoft.Storage.BlobCreated", "data": {}}
     assert letter.reason == "MaxDeliveryAttemptsExceeded"
     assert letter.details["deliveryAttempts"] == 30
+
+
+def test_retry_takes_over_a_file_whose_worker_died(landing, table_uri, capsys):
+    path = write_text(landing / "a.csv", CSV_1)
+    ledger = open_ledger(IngestConfig(table_uri=table_uri).resolved_ledger_uri())
+    try:
+        ledger.claim(table_key(table_uri), sha(path), path=str(path), owner="dead-worker",
+                     lease_seconds=0.01, max_attempts=5, size=path.stat().st_size)
+    finally:
+        ledger.close()
+    time.sleep(0.05)
+    code, report = cli_json(capsys, "retry", "--table", table_uri)
+    assert code == EXIT_OK and report["ingested"] == 1
+    assert id_counts(table_uri) == {1: 1, 2: 1}
+
+
+def test_retry_reports_a_failed_file_whose_path_is_gone(landing, table_uri, capsys):
+    path = write_text(landing / "a.csv", CSV_1)
+    content = sha(path)
+    ledger = open_ledger(IngestConfig(table_uri=table_uri).resolved_ledger_uri())
+    try:
+        claim = ledger.claim(table_key(table_uri), content, path=str(path), owner="w",
+                             lease_seconds=60, max_attempts=5)
+        ledger.fail(claim.record, "disk full")
+    finally:
+        ledger.close()
+    path.unlink()
+    code, report = cli_json(capsys, "retry", "--table", table_uri)
+    assert code == EXIT_FILES_NOT_DONE
+    assert report["gone"] == [{"path": str(path), "sha256": content}]
+    assert report["files"] == []
