@@ -16,6 +16,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -103,15 +104,16 @@ class Topic:
         return [event for _, body in self.requests for event in body]
 
 
-@pytest.fixture
-def topic() -> Iterator[Topic]:
+@contextmanager
+def topic_endpoint(status: int = 200) -> Iterator[Topic]:
+    """The stand-in topic on 127.0.0.1, answering every POST with `status`."""
     requests: list[tuple[dict[str, str], Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             requests.append((dict(self.headers), json.loads(body)))
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -119,11 +121,18 @@ def topic() -> Iterator[Topic]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield Topic(f"http://127.0.0.1:{server.server_port}/api/events", requests)
-    server.shutdown()
-    server.server_close()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Topic(f"http://127.0.0.1:{server.server_port}/api/events", requests)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def topic() -> Iterator[Topic]:
+    with topic_endpoint() as endpoint:
+        yield endpoint
 
 
 def delivered(raw: dict[str, Any]) -> func.EventGridEvent:
@@ -296,28 +305,11 @@ def test_sweep_finds_missed_and_overwritten_blobs_without_reading_the_rest(lake,
 
 
 def test_a_topic_that_refuses_events_is_reported_with_what_to_check(lake, capsys, monkeypatch):
-    class Refusing(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(401)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        lake.put("orders/a.csv", CSVS["orders/2026/a.csv"])
-        monkeypatch.setenv("INGEST_EVENTGRID_KEY", "wrong-key")
-        code, report = lake.cli_json(
-            capsys, "replay", lake.url("orders/"), "--via", "eventgrid",
-            "--topic-endpoint", f"http://127.0.0.1:{server.server_port}/api/events",
-        )
-    finally:
-        server.shutdown()
-        server.server_close()
+    lake.put("orders/a.csv", CSVS["orders/2026/a.csv"])
+    monkeypatch.setenv("INGEST_EVENTGRID_KEY", "wrong-key")
+    with topic_endpoint(status=401) as refusing:
+        code, report = lake.cli_json(capsys, "replay", lake.url("orders/"), "--via", "eventgrid",
+                                     "--topic-endpoint", refusing.endpoint)
     assert code == EXIT_FILES_NOT_DONE
-    assert report["published"] == 0
+    assert report["published"] == 0 and len(refusing.requests) == 1
     assert "INGEST_EVENTGRID_KEY" in report["error"] and "wrong-key" not in report["error"]

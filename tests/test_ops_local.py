@@ -48,6 +48,17 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def claim_as_dead_worker(table_uri: str, path: Path) -> None:
+    """Leave the row a worker that died after its claim leaves: processing, lease expired."""
+    ledger = open_ledger(IngestConfig(table_uri=table_uri).resolved_ledger_uri())
+    try:
+        ledger.claim(table_key(table_uri), sha(path), path=str(path), owner="dead-worker",
+                     lease_seconds=0.01, max_attempts=5, size=path.stat().st_size)
+    finally:
+        ledger.close()
+    time.sleep(0.05)
+
+
 def test_replay_of_a_folder_ingests_only_what_is_missing(landing, table_uri, capsys):
     write_text(landing / "a.csv", CSV_1)
     write_text(landing / "b.csv", CSV_2)
@@ -108,14 +119,7 @@ def test_sweep_redrives_only_files_the_ledger_never_saw(landing, table_uri, caps
 
 def test_sweep_redrives_a_file_whose_worker_died(landing, table_uri, capsys):
     path = write_text(landing / "a.csv", CSV_1)
-    config = IngestConfig(table_uri=table_uri)
-    ledger = open_ledger(config.resolved_ledger_uri())
-    try:
-        ledger.claim(table_key(table_uri), sha(path), path=str(path), owner="dead-worker",
-                     lease_seconds=0.01, max_attempts=5, size=path.stat().st_size)
-    finally:
-        ledger.close()
-    time.sleep(0.05)
+    claim_as_dead_worker(table_uri, path)
     code, report = cli_json(capsys, "sweep", str(landing), "--table", table_uri)
     assert code == EXIT_OK
     assert report["found"]["stalled"] == [str(path)]
@@ -323,13 +327,7 @@ def test_a_dead_letter_blob_that_is_not_json_is_named_in_the_error():
 
 def test_retry_takes_over_a_file_whose_worker_died(landing, table_uri, capsys):
     path = write_text(landing / "a.csv", CSV_1)
-    ledger = open_ledger(IngestConfig(table_uri=table_uri).resolved_ledger_uri())
-    try:
-        ledger.claim(table_key(table_uri), sha(path), path=str(path), owner="dead-worker",
-                     lease_seconds=0.01, max_attempts=5, size=path.stat().st_size)
-    finally:
-        ledger.close()
-    time.sleep(0.05)
+    claim_as_dead_worker(table_uri, path)
     code, report = cli_json(capsys, "retry", "--table", table_uri)
     assert code == EXIT_OK and report["ingested"] == 1
     assert id_counts(table_uri) == {1: 1, 2: 1}
