@@ -44,8 +44,10 @@ class IngestConfig:
     lease_seconds: float = 60.0
     """Short, and renewed every third of it, so a dead worker's files return within a minute."""
     max_attempts: int = 5
-    batch_files: int = 200
+    batch_files: int = 500
     """Small files per Delta commit."""
+    batch_seconds: float = 10.0
+    """A batch is committed once its first file has waited this long."""
     batch_bytes: int = 64 * 1024 * 1024
     """Arrow bytes in memory of small files per Delta commit (bounds a batch's memory)."""
     stream_bytes: int = 16 * 1024 * 1024
@@ -139,7 +141,7 @@ def from_env(
     Variables: INGEST_TABLE_URI, INGEST_LEDGER_URI, INGEST_STORAGE_CONNECTION,
     INGEST_STORAGE_ACCOUNT, INGEST_FORMAT, INGEST_SCHEMA_MODE, INGEST_LINEAGE,
     INGEST_TRANSFORM, INGEST_LEASE_SECONDS, INGEST_MAX_ATTEMPTS,
-    INGEST_BATCH_FILES, INGEST_WORKERS, INGEST_LANDING_PATH,
+    INGEST_BATCH_FILES, INGEST_BATCH_SECONDS, INGEST_WORKERS, INGEST_LANDING_PATH,
     INGEST_LANDING_CONTAINERS (comma-separated), INGEST_ROUTES (a routes file's
     path or its TOML text; with it no table is required),
     INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY.
@@ -164,6 +166,7 @@ def from_env(
         "lease_seconds": ("INGEST_LEASE_SECONDS", float),
         "max_attempts": ("INGEST_MAX_ATTEMPTS", int),
         "batch_files": ("INGEST_BATCH_FILES", int),
+        "batch_seconds": ("INGEST_BATCH_SECONDS", float),
         "workers": ("INGEST_WORKERS", int),
     }
     for key, (name, kind) in numbers.items():

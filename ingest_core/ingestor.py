@@ -173,7 +173,11 @@ class IdempotentIngestor:
                 continue
             batch.append(work)
             batch_bytes += work.data.nbytes if work.data is not None else 0
-            if len(batch) >= self.config.batch_files or batch_bytes >= self.config.batch_bytes:
+            if (
+                len(batch) >= self.config.batch_files
+                or batch_bytes >= self.config.batch_bytes
+                or time.monotonic() - batch[0].started >= self.config.batch_seconds
+            ):
                 yield from self._commit_batch(batch)
                 batch, batch_bytes = [], 0
         yield from self._commit_batch(batch)

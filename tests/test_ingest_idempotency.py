@@ -152,3 +152,13 @@ def test_workers_option_uses_spawned_processes(landing: Path, table_uri: str):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ingested"] == 12
     assert read_table(table_uri).num_rows == 36
+
+
+def test_batch_is_committed_once_its_first_file_waited_batch_seconds(
+    landing: Path, table_uri: str
+):
+    for i in range(4):
+        write_parquet(landing / f"f{i}.parquet", start=i * 10)
+    with IdempotentIngestor(table=table_uri, batch_files=100, batch_seconds=0) as ing:
+        stats = ing.ingest_directory(str(landing))
+    assert sorted(r.delta_version for r in stats.files) == [0, 1, 2, 3]

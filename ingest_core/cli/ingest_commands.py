@@ -35,7 +35,9 @@ from ingest_core.results import RunStats
 @click.option("--lease-seconds", type=click.FloatRange(min=1),
               help="Claim lease (default 60 s), renewed while a file is worked on.")
 @click.option("--batch-files", type=click.IntRange(min=1),
-              help="Small files per Delta commit (default 200).")
+              help="Small files per Delta commit (default 500).")
+@click.option("--batch-seconds", type=click.FloatRange(min=0),
+              help="Commit a batch once its first file has waited this long (default 10).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     sources: tuple[str, ...],
@@ -49,6 +51,7 @@ def run(
     no_lineage: bool,
     lease_seconds: float | None,
     batch_files: int | None,
+    batch_seconds: float | None,
     as_json: bool,
 ) -> int:
     """Ingest every file under each SOURCE (a file or folder, recursive) into --table.
@@ -71,6 +74,7 @@ def run(
         lineage=False if no_lineage else None,
         lease_seconds=lease_seconds,
         batch_files=batch_files,
+        batch_seconds=batch_seconds,
     )
     if config.routes and not table_uri:
         from ingest_core.cli.routes_commands import ingest_routed
