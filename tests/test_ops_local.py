@@ -348,3 +348,17 @@ def test_retry_reports_a_failed_file_whose_path_is_gone(landing, table_uri, caps
     assert code == EXIT_FILES_NOT_DONE
     assert report["gone"] == [{"path": str(path), "sha256": content}]
     assert report["files"] == []
+
+
+def test_the_operator_commands_keep_their_exit_status_as_a_separate_process(landing, table_uri):
+    from helpers import run_cli as run_process
+
+    path = write_text(landing / "a.csv", CSV_1)
+    assert run_cli(["run", str(landing), "--table", table_uri]) == EXIT_OK
+    shown = run_process("show", sha(path), "--table", table_uri, "--json")
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert json.loads(shown.stdout)["files"][0]["delta"]["in_log"] is True
+    missing = run_process("show", "f" * 64, "--table", table_uri)
+    assert missing.returncode == EXIT_FILES_NOT_DONE and "nothing in the ledger" in missing.stderr
+    refused = run_process("maintain", "--table", table_uri, "--vacuum", "--retain-hours", "24")
+    assert refused.returncode == EXIT_USAGE and refused.stderr.count("\n") == 1
