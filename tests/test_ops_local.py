@@ -362,3 +362,11 @@ def test_the_operator_commands_keep_their_exit_status_as_a_separate_process(land
     assert missing.returncode == EXIT_FILES_NOT_DONE and "nothing in the ledger" in missing.stderr
     refused = run_process("maintain", "--table", table_uri, "--vacuum", "--retain-hours", "24")
     assert refused.returncode == EXIT_USAGE and refused.stderr.count("\n") == 1
+
+
+def test_show_prints_paths_literally_not_as_markup(landing, table_uri, capsys):
+    path = write_text(landing / "[bold]x[/bold].csv", CSV_1)
+    assert run_cli(["run", str(landing), "--table", table_uri]) == EXIT_OK
+    capsys.readouterr()
+    assert run_cli(["show", str(path), "--table", table_uri]) == EXIT_OK
+    assert "[bold]x[/bold].csv" in capsys.readouterr().out

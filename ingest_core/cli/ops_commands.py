@@ -261,16 +261,18 @@ def _print_show(report: operations.ShowReport) -> None:
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     for shown in report.files:
         table = Table("field", "value", show_header=False)
         record = shown.record.to_dict()
         record.pop("seen_paths", None)
+        # Text, not str: paths and errors are data, and "[x]" in them is not rich markup
         for name, value in record.items():
-            table.add_row(name, "" if value is None else str(value))
-        table.add_row("paths", "\n".join(shown.paths))
+            table.add_row(name, Text("" if value is None else str(value)))
+        table.add_row("paths", Text("\n".join(shown.paths)))
         for name, value in shown.delta.items():
-            table.add_row(f"delta.{name}", "" if value is None else str(value))
+            table.add_row(f"delta.{name}", Text("" if value is None else str(value)))
         Console(width=None if sys.stdout.isatty() else 400).print(table)
 
 
