@@ -20,6 +20,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from ingest_core.errors import ConfigurationError
+
 APP_ID_PREFIX = "ingest-"
 METADATA_KEY = "ingest.files"
 RELOAD_AFTER_COMMITS = 100
@@ -104,6 +106,12 @@ class DeltaTarget:
             self._table = DeltaTable(self.uri, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        except OSError as exc:
+            if "ContainerNotFound" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"table {self.uri}: its container does not exist; create it or fix the table URI"
+            ) from None
         self._loaded_at = self._table.version()
         return self._table
 

@@ -235,10 +235,15 @@ class IdempotentIngestor:
         source = self._source(file.uri)
         try:
             copy = source.fetch(file, Path(tempfile.gettempdir()))
-        except SourceChangedError as exc:
-            return None, result("failed", error=str(exc))
-        except OSError as exc:
-            return None, result("failed", error=f"{file.uri}: cannot read: {exc}; run again")
+        except (SourceChangedError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, SourceChangedError) else (
+                f"{file.uri}: cannot read: {exc}; run again"
+            )
+            self.ledger.record_unread(
+                self.table, file.uri, owner=self.owner, error=reason,
+                max_attempts=self.config.max_attempts,
+            )
+            return None, result("failed", error=reason)
         crash_point("after_hash")
         sha = copy.sha256
         if sha in claimed_here:
@@ -332,7 +337,13 @@ class IdempotentIngestor:
         results = []
         lost = self._keeper.renew_now([w.sha256 for w in batch])
         target = self._delta(refresh=True)
-        table = target.snapshot()
+        try:
+            table = target.snapshot()
+        except ConfigurationError as exc:  # no such table: give the claims back, then stop
+            for work in batch:
+                if work.sha256 not in lost:
+                    self.ledger.fail(self._keeper.release(work.sha256), str(exc))
+            raise
         remaining = []
         for work in batch:
             if work.sha256 in lost:

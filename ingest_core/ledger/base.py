@@ -9,6 +9,7 @@ the caller read) and `_query`. Both conditions raise `LedgerConflictError`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -76,6 +77,16 @@ class Claim:
 
     outcome: ClaimOutcome
     record: FileRecord
+
+
+def unread_key(path: str) -> str:
+    """The ledger key of a file that could not be read, so its content hash is unknown.
+
+    Shaped like a content key (64 hex digits, valid in every ledger) and derived
+    from the path, so one path keeps one such row. Should a file's bytes ever
+    hash to it, the row is only `failed`: that file's claim takes it over.
+    """
+    return hashlib.sha256(b"ingest-core unread file\0" + path.encode()).hexdigest()
 
 
 def bound_error(text: str) -> str:
@@ -306,6 +317,24 @@ class BaseLedger(ABC):
     def _get_or(self, record: FileRecord, change: Callable[[FileRecord], FileRecord]) -> FileRecord:
         """The row as another owner left it (or, if gone, what we meant to write)."""
         return self._get(record.table, record.sha256) or change(record)
+
+    def record_unread(
+        self, table: str, path: str, *, owner: str, error: str, max_attempts: int
+    ) -> FileRecord:
+        """Record, as a `failed` row keyed by `unread_key(path)`, a file that could not be read.
+
+        A file deleted between listing and reading, or overwritten mid-read, has
+        no content hash; this row makes it visible in the ledger all the same.
+        Each new failure at the path is one more attempt (quarantined when they
+        run out); a row someone else is writing right now is left to them.
+        """
+        claim = self.claim(
+            table, unread_key(path), path=path, owner=owner, lease_seconds=60,
+            max_attempts=max_attempts,
+        )
+        if claim.outcome != "claimed":
+            return claim.record
+        return self.fail(claim.record, error)
 
     def release(self, table: str, sha256: str) -> FileRecord | None:
         """Turn a quarantined row back into `failed` with fresh attempts, for the next retry."""
