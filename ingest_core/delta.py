@@ -32,6 +32,8 @@ ROW_GROUP_ROWS = 512 * 1024
 batches) near 315 MiB, and faster than 256Ki; files ~7% larger until compacted."""
 HISTORY_SEARCH_LIMIT = 2_000
 """How many recent commits a recovery searches for a file's commit."""
+LOCATE_ATTEMPTS = 10
+"""Reads of the history before a recovery gives up numbering it (others keep committing)."""
 
 
 def app_id(sha256: str) -> str:
@@ -130,17 +132,31 @@ class DeltaTarget:
         return table is not None and table.transaction_version(app_id(sha256)) is not None
 
     def locate(self, table: DeltaTable, sha256: str) -> Landing:
-        """Find the commit that carried `sha256` (recovery only: reads recent history)."""
-        for commit in table.history(HISTORY_SEARCH_LIMIT):
-            raw = commit.get(METADATA_KEY)
-            if not raw:
+        """Find the commit that carried `sha256` (recovery only: reads recent history).
+
+        delta-rs lists `history()` down from the newest commit in storage but
+        numbers it down from the snapshot's version: while others commit, the
+        numbers run behind. So the snapshot is brought up to date first, and
+        the history is trusted only if no commit landed while it was read.
+        """
+        for _ in range(LOCATE_ATTEMPTS):
+            table.update_incremental()
+            top = table.version()
+            history = table.history(HISTORY_SEARCH_LIMIT)
+            table.update_incremental()
+            if table.version() != top:
                 continue
-            for entry in json.loads(str(raw)):
-                if entry.get("sha256") == sha256:
-                    rows = entry.get("rows")
-                    if rows is None:
-                        rows = commit.get("operationMetrics", {}).get("num_added_rows")
-                    return Landing(version=commit.get("version"), rows=rows)
+            for index, commit in enumerate(history):
+                raw = commit.get(METADATA_KEY)
+                if not raw:
+                    continue
+                for entry in json.loads(str(raw)):
+                    if entry.get("sha256") == sha256:
+                        rows = entry.get("rows")
+                        if rows is None:
+                            rows = commit.get("operationMetrics", {}).get("num_added_rows")
+                        return Landing(version=top - index, rows=rows)
+            break
         return Landing(version=None, rows=None)
 
     def append(
