@@ -3,7 +3,8 @@
 App settings (see local.settings.sample.json): INGEST_TABLE_URI, INGEST_LEDGER_URI,
 INGEST_STORAGE_CONNECTION or INGEST_STORAGE_ACCOUNT (what ingest_core reads),
 INGEST_STORAGE (the blob trigger's connection), INGEST_LANDING_PATH,
-INGEST_LANDING_CONTAINERS and INGEST_MAINTENANCE_SCHEDULE.
+INGEST_LANDING_CONTAINERS and INGEST_MAINTENANCE_SCHEDULE; INGEST_ROUTES (with
+INGEST_LEDGER_URI) routes each blob to its own table instead.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def ingest_replay(event: func.EventGridEvent) -> None:
 @app.function_name("file_status")
 @app.route(route="files/{sha256}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def file_status(req: func.HttpRequest) -> func.HttpResponse:
-    """The ledger row of one content: 200 JSON, 404 unknown, 400 malformed sha256."""
+    """The ledger row(s) of one content: 200 JSON, 404 unknown, 400 malformed sha256."""
     return functions.file_status(req)
 
 
@@ -51,5 +52,5 @@ def list_files(req: func.HttpRequest) -> func.HttpResponse:
 @app.function_name("maintenance")
 @app.timer_trigger(arg_name="timer", schedule="%INGEST_MAINTENANCE_SCHEDULE%")
 def maintenance(timer: func.TimerRequest) -> None:
-    """Re-drive stalled and failed files, then compact and checkpoint the Delta table."""
+    """Re-drive stalled and failed files, then compact and checkpoint each Delta table."""
     functions.run_maintenance(past_due=timer.past_due)

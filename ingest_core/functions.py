@@ -13,6 +13,13 @@ should do:
 
 Every file gets one JSON log line (path, sha256, status, rows, duration,
 Delta version), with query strings and keys stripped.
+
+With routes (INGEST_ROUTES) the app routes every blob by `container/blob-name`
+to the table its route names (INGEST_TABLE_URI is then not used), and needs a
+shared ledger (INGEST_LEDGER_URI). A blob no route matches is `unrouted`:
+logged, recorded in the ledger under `unrouted:` and, like a quarantined file,
+not retried. The status endpoints then answer across tables, and maintenance
+works on every table (see `run_maintenance`).
 """
 
 from __future__ import annotations
@@ -27,11 +34,25 @@ from typing import Any
 import azure.functions as func
 
 from ingest_core.config import IngestConfig, from_env, table_key
-from ingest_core.errors import IngestError, InProgressError, LedgerUnavailableError
+from ingest_core.errors import (
+    ConfigurationError,
+    IngestError,
+    InProgressError,
+    LedgerUnavailableError,
+)
 from ingest_core.events import LandingPolicy, Verdict, redact, screen_blob, screen_event
 from ingest_core.ledger import STATUSES, BaseLedger, open_ledger
-from ingest_core.maintenance import MaintenanceReport, maintain, present_file, redrive
+from ingest_core.maintenance import (
+    MaintenanceReport,
+    RedriveReport,
+    maintain,
+    present_file,
+    redrive,
+    redrive_routed,
+    routed_tables,
+)
 from ingest_core.results import IngestResult
+from ingest_core.routing import Routes, load_routes
 
 logger = logging.getLogger("ingest_core.functions")
 
@@ -49,6 +70,47 @@ def app_config() -> IngestConfig:
     Tests that change the environment call `app_config.cache_clear()`.
     """
     return from_env()
+
+
+def app_routes(config: IngestConfig) -> Routes | None:
+    """The app's routes (INGEST_ROUTES), parsed once per process; None without routes.
+
+    Raises ConfigurationError for bad routes, or when INGEST_LEDGER_URI is
+    unset (see `routed_ledger_uri`).
+    """
+    if not config.routes:
+        return None
+    routed_ledger_uri(config)
+    return parsed_routes(config.routes)
+
+
+@functools.lru_cache(maxsize=8)
+def parsed_routes(value: str) -> Routes:
+    """`load_routes(value)` (a routes file's path or its TOML text), once per value.
+
+    Keyed by the setting, so a test that changes INGEST_ROUTES only resets
+    `app_config`; `parsed_routes.cache_clear()` re-reads a changed routes file.
+    Parsed routes are immutable, so one copy serves every invocation. Ingestors
+    are not cached: invocations run concurrently on the worker's threads, and
+    an ingestor (its ledger connection, Delta snapshot, lease keeper) serves
+    one caller at a time.
+    """
+    return load_routes(value)
+
+
+def routed_ledger_uri(config: IngestConfig) -> str:
+    """The shared ledger of a routed app; ConfigurationError naming the setting when unset.
+
+    Every routed table's rows, and the unrouted files, live in one ledger so
+    that the status endpoints and maintenance can find them.
+    """
+    if not config.ledger_uri:
+        raise ConfigurationError(
+            "INGEST_ROUTES is set but INGEST_LEDGER_URI is not: a routed app keeps the rows of "
+            "every table, and of unrouted files, in one shared ledger; set INGEST_LEDGER_URI "
+            "(e.g. azure-table://ingestledger)"
+        )
+    return config.ledger_uri
 
 
 # -- triggers -----------------------------------------------------------------------
@@ -104,12 +166,8 @@ def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestRe
         _log_drop(verdict, trigger)
         return None
     assert verdict.url is not None
-    from ingest_core.ingestor import IdempotentIngestor
-
     try:
-        with IdempotentIngestor(config=config) as ingestor:
-            file = present_file(ingestor, verdict.url)
-            result = None if file is None else next(iter(ingestor.ingest([file])))
+        result = _ingest_url(verdict.url, config)
     except Exception as exc:
         error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
         line = {
@@ -128,6 +186,22 @@ def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestRe
     log_result(result, trigger=trigger, event_id=verdict.event_id)
     raise_for_platform(result)
     return result
+
+
+def _ingest_url(url: str, config: IngestConfig) -> IngestResult | None:
+    """Ingest the blob at `url` into its routed table, or the app's; None when it is gone."""
+    routes = app_routes(config)
+    if routes is not None:
+        from ingest_core.routed import RoutedIngest
+
+        with RoutedIngest(routes, config) as routed:
+            file = present_file(routed, url)
+            return None if file is None else routed.ingest_one(file)
+    from ingest_core.ingestor import IdempotentIngestor
+
+    with IdempotentIngestor(config=config) as ingestor:
+        file = present_file(ingestor, url)
+        return None if file is None else next(iter(ingestor.ingest([file])))
 
 
 def raise_for_platform(result: IngestResult) -> None:
@@ -160,6 +234,8 @@ def log_result(
     }
     if event_id:
         line["event_id"] = event_id
+    if result.table:
+        line["table"] = redact(result.table)
     if result.error:
         line["error"] = redact(result.error)[:MAX_LOGGED_ERROR]
     ok = result.status in ("ingested", "skipped")
@@ -186,11 +262,20 @@ def file_status(req: func.HttpRequest) -> func.HttpResponse:
     """`GET files/{sha256}`: the ledger row of that content in the app's table.
 
     200 with the row as JSON; 400 for a malformed sha256; 404 when unknown.
+    With routes: 200 with `{"sha256", "files", "count"}`, every row of that
+    content in any table (each row names its `table`; this reads the whole
+    ledger); 404 when there is none.
     """
     sha = req.route_params.get("sha256", "")
     if not SHA256.fullmatch(sha):
         return _json({"error": f"{sha[:80]!r} is not a sha256: give 64 hex digits"}, 400)
     config = app_config()
+
+    def read_routed(ledger: BaseLedger) -> func.HttpResponse:
+        rows = [r.to_dict() for r in ledger.records() if r.sha256 == sha.lower()]
+        if not rows:
+            return _json({"error": f"no file with sha256 {sha.lower()} in any table"}, 404)
+        return _json({"sha256": sha.lower(), "files": rows, "count": len(rows)}, 200)
 
     def read(ledger: BaseLedger) -> func.HttpResponse:
         record = ledger.get(table_key(config.table_uri), sha.lower())
@@ -198,7 +283,7 @@ def file_status(req: func.HttpRequest) -> func.HttpResponse:
             return _json({"error": f"no file with sha256 {sha.lower()} in this table"}, 404)
         return _json(record.to_dict(), 200)
 
-    return _with_ledger(config, read)
+    return _with_ledger(config, read_routed if config.routes else read)
 
 
 def list_files(req: func.HttpRequest) -> func.HttpResponse:
@@ -206,7 +291,8 @@ def list_files(req: func.HttpRequest) -> func.HttpResponse:
 
     `state` is a ledger status (processing, succeeded, failed, quarantined);
     `path` matches the recorded path exactly; at most `limit` rows (default
-    100). 400 for an unknown state or a bad limit.
+    100). 400 for an unknown state or a bad limit. With routes, the rows of
+    every table (each names its `table`), the unrouted files' included.
     """
     path = req.params.get("path") or None
     state = req.params.get("state") or None
@@ -219,7 +305,8 @@ def list_files(req: func.HttpRequest) -> func.HttpResponse:
     config = app_config()
 
     def read(ledger: BaseLedger) -> func.HttpResponse:
-        rows = ledger.records(table=table_key(config.table_uri), status=state, path=path)
+        table = None if config.routes else table_key(config.table_uri)
+        rows = ledger.records(table=table, status=state, path=path)
         body = {
             "files": [r.to_dict() for r in rows[:limit]],
             "count": min(len(rows), limit),
@@ -233,9 +320,17 @@ def list_files(req: func.HttpRequest) -> func.HttpResponse:
 def _with_ledger(
     config: IngestConfig, read: Callable[[BaseLedger], func.HttpResponse]
 ) -> func.HttpResponse:
-    """`read(ledger)` on the app's ledger; 503 when the ledger cannot be reached."""
+    """`read(ledger)` on the app's ledger; 503 when it is unreachable, or a routed app has none."""
+    if config.routes:
+        try:
+            uri = routed_ledger_uri(config)
+        except ConfigurationError as exc:
+            _log_configuration_error(exc)
+            return _json({"error": str(exc)}, 503)
+    else:
+        uri = config.resolved_ledger_uri()
     try:
-        ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+        ledger = open_ledger(uri, config.storage)
     except LedgerUnavailableError as exc:
         logger.error(json.dumps({"event": "ledger_unavailable", "error": redact(str(exc))}))
         return _json({"error": "the ledger is unavailable; retry later"}, 503)
@@ -254,17 +349,61 @@ def _json(body: object, status: int) -> func.HttpResponse:
 # -- maintenance ------------------------------------------------------------------------
 
 
-def run_maintenance(*, past_due: bool = False) -> MaintenanceReport:
-    """Re-drive stuck files, then compact and checkpoint the table; logs what it did."""
+def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
+    """Re-drive stuck files, then compact and checkpoint; one log line, and report, per table.
+
+    Without routes: the app's table. With routes: every table `routed_tables`
+    names (each table with rows in the shared ledger, and each route's table
+    that uses no capture), one after the other: its failed (attempts left) and
+    stalled (lease expired) rows are re-driven through the routes, then the
+    table is compacted and checkpointed. A table that fails is logged and the
+    others are still maintained; the function then raises, naming the tables.
+    """
     from ingest_core.ingestor import IdempotentIngestor
 
     config = app_config()
+
     def log(result: IngestResult) -> None:
         log_result(result, trigger="maintenance")
 
-    with IdempotentIngestor(config=config) as ingestor:
-        redriven = redrive(ingestor, log)
-    report = maintain(config)
+    try:
+        routes = app_routes(config)
+    except ConfigurationError as exc:
+        _log_configuration_error(exc)
+        raise
+    if routes is None:
+        with IdempotentIngestor(config=config) as ingestor:
+            redriven = redrive(ingestor, log)
+        report = maintain(config)
+        _log_maintenance(report, redriven, past_due)
+        return [report]
+    from ingest_core.routed import RoutedIngest
+
+    reports: list[MaintenanceReport] = []
+    failed: list[str] = []
+    ledger = open_ledger(routed_ledger_uri(config), config.storage)
+    try:
+        with RoutedIngest(routes, config) as routed:
+            for table in routed_tables(routes, ledger):
+                try:
+                    redriven = redrive_routed(routed, ledger, table, log)
+                    report = maintain(config.replace(table_uri=table))
+                except Exception as exc:
+                    error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
+                    line = {"event": "maintenance_error", "table": redact(table), "error": error}
+                    logger.error(json.dumps(line))
+                    failed.append(redact(table))
+                    continue
+                _log_maintenance(report, redriven, past_due)
+                reports.append(report)
+    finally:
+        ledger.close()
+    if failed:
+        raise IngestError(f"maintenance failed for {', '.join(failed)}; see the log lines")
+    return reports
+
+
+def _log_maintenance(report: MaintenanceReport, redriven: RedriveReport, past_due: bool) -> None:
     line = {
         "event": "maintenance",
         "past_due": past_due,
@@ -274,4 +413,7 @@ def run_maintenance(*, past_due: bool = False) -> MaintenanceReport:
         "table": redact(report.table),
     }
     logger.info(json.dumps(line, default=str))
-    return report
+
+
+def _log_configuration_error(exc: ConfigurationError) -> None:
+    logger.error(json.dumps({"event": "configuration_error", "error": redact(str(exc))}))

@@ -4,7 +4,9 @@
 loading the table stays cheap however many single-file commits it has taken.
 `redrive` re-ingests, by their recorded path, the files whose worker died
 (lease expired) or that failed with attempts left; the ledger makes a re-drive
-of a file that has since landed a skip.
+of a file that has since landed a skip. With routes, `routed_tables` names the
+tables to maintain and `redrive_routed` re-drives one table's rows through the
+routes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingest_core.config import IngestConfig, StorageConfig, is_local
+from ingest_core.config import IngestConfig, StorageConfig, is_local, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import FAILED, PROCESSING, BaseLedger, FileRecord
 from ingest_core.results import IngestResult, RunStats
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from ingest_core.ingestor import IdempotentIngestor
+    from ingest_core.routed import RoutedIngest
+    from ingest_core.routing import Routes
 
 
 @dataclass
@@ -143,21 +147,69 @@ def redrive(
         on_result: called as each file settles.
         records: the rows to re-drive; default: `due_for_redrive`.
     """
-    report = RedriveReport()
-    files: dict[str, SourceFile] = {}
     if records is None:
         records = due_for_redrive(ingestor.ledger, ingestor.table, ingestor.config.max_attempts)
+    report, files = _present_files(ingestor, records)
+    report.stats = ingestor.run(files, on_result)
+    return report
+
+
+def routed_tables(routes: Routes, ledger: BaseLedger) -> list[str]:
+    """The tables a routed deployment maintains, as the ledger names them (`table_key`).
+
+    Every table with rows in the shared `ledger` (this reads every row once),
+    and every route's table that uses no capture; not the `unrouted:` rows. A
+    table a capture names (`abfss://.../{dataset}`) is known once a file has
+    been routed to it.
+    """
+    from ingest_core.routing import UNROUTED_TABLE, template_names
+
+    tables = {row.table for row in ledger.records()}
+    tables.update(table_key(r.table) for r in routes.routes if not template_names(r.table))
+    tables.discard(UNROUTED_TABLE)
+    return sorted(tables)
+
+
+def redrive_routed(
+    routed: RoutedIngest,
+    ledger: BaseLedger,
+    table: str,
+    on_result: Callable[[IngestResult], None] | None = None,
+) -> RedriveReport:
+    """Re-drive the failed and stalled rows of one routed table, routing each recorded path again.
+
+    A file goes where the routes send it now, with that route's options:
+    its table as before, unless the routes changed since (then the old row
+    stays as it is). Paths that no longer hold a file are reported in `gone`.
+
+    Args:
+        routed: the router of the deployment (its ingestors use `ledger`'s URI).
+        ledger: the shared ledger holding `table`'s rows.
+        table: the table's ledger key (see `routed_tables`).
+        on_result: called as each file settles.
+    """
+    records = due_for_redrive(ledger, table, routed.config.max_attempts)
+    report, files = _present_files(routed, records)
+    report.stats = routed.run(files, on_result)
+    return report
+
+
+def _present_files(
+    lister: IdempotentIngestor | RoutedIngest, records: Iterable[FileRecord]
+) -> tuple[RedriveReport, list[SourceFile]]:
+    """The files at the rows' recorded paths (each once), and a report of the gone ones."""
+    report = RedriveReport()
+    files: dict[str, SourceFile] = {}
     for record in records:
-        file = present_file(ingestor, record.path)
+        file = present_file(lister, record.path)
         if file is None:
             report.gone.append(record)
         else:
             files.setdefault(file.uri, file)
-    report.stats = ingestor.run(files.values(), on_result)
-    return report
+    return report, list(files.values())
 
 
-def present_file(ingestor: IdempotentIngestor, uri: str) -> SourceFile | None:
+def present_file(ingestor: IdempotentIngestor | RoutedIngest, uri: str) -> SourceFile | None:
     """The single file at `uri` as its source lists it; None when none is there (deleted)."""
     from azure.core.exceptions import ResourceNotFoundError
 
