@@ -9,6 +9,7 @@ run that only skips stays cheap.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 import time
@@ -26,7 +27,7 @@ from ingest_core.errors import (
     LeaseLostError,
     SourceChangedError,
 )
-from ingest_core.faults import crash_point
+from ingest_core.faults import crash_at_end, crash_point
 from ingest_core.lease import LeaseKeeper
 from ingest_core.ledger import BaseLedger, FileRecord, open_ledger
 from ingest_core.results import IngestResult, Outcome, RunStats
@@ -392,9 +393,9 @@ class IdempotentIngestor:
                                    schema) for w, t in ready]
         )
         entries = [FileEntry(w.sha256, w.file.uri, t.num_rows) for w, t in ready]
-        crash_point("during_write")
         version = target.append(
-            table, merged, entries, merge_schema=stored is None or len(schema) > len(stored)
+            table, crash_at_end(merged, "during_write"), entries,
+            merge_schema=stored is None or len(schema) > len(stored),
         )
         crash_point("after_commit")
         for work, data in ready:
@@ -580,7 +581,11 @@ def _check_table_uri(uri: str) -> None:
     path = local_path(uri)
     if path.is_file():
         raise ConfigurationError(f"table {uri}: is a file, not a Delta table folder")
-    if path.is_dir() and not (path / "_delta_log").is_dir() and any(path.iterdir()):
+    # a worker killed while creating the table leaves delta-rs data files and no log yet
+    orphan = re.compile(r"part-\d{5}-[0-9a-f-]{36}-c000(\.\w+)?\.parquet")
+    if path.is_dir() and not (path / "_delta_log").is_dir() and any(
+        not (p.is_file() and orphan.fullmatch(p.name)) for p in path.iterdir()
+    ):
         raise ConfigurationError(
             f"table {uri}: the folder exists, is not empty and holds no _delta_log; "
             "point --table at a Delta table or a new folder"
