@@ -184,6 +184,9 @@ class DeltaTarget:
                     [{"sha256": f.sha256, "path": f.path, "rows": f.rows} for f in files]
                 )
             },
+            # creating the table, no snapshot guards the ids: fail rather than rebase onto
+            # a rival's first commits, which may carry the same ids
+            max_commit_retries=0 if table is None else None,
         )
         options: dict[str, Any] = {
             "mode": "append",
