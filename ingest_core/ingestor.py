@@ -8,13 +8,16 @@ run that only skips stays cheap.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,9 +159,8 @@ class IdempotentIngestor:
         batch: list[_Work] = []
         batch_bytes = 0
         claimed_here: dict[str, str] = {}
-        for file in files:
-            started = time.monotonic()
-            work, result = self._claim(file, started, claimed_here)
+        for file, started, fetched in self._prefetched(files):
+            work, result = self._claim(file, started, fetched, claimed_here)
             if result is not None:
                 yield result
                 continue
@@ -223,20 +225,59 @@ class IdempotentIngestor:
                 )
         return self._target
 
+    def _prefetched(
+        self, files: Iterable[SourceFile]
+    ) -> Iterator[tuple[SourceFile, float, LocalCopy | Exception]]:
+        """Each file with its fetched copy (or why it could not be read), one file ahead.
+
+        The next file is read and hashed (a blob downloaded) in a thread while
+        this one is parsed and written; hashlib and the SDKs release the GIL.
+        A file too large to batch also starts importing the Delta writer, so
+        the imports overlap its hashing.
+        """
+
+        def fetch(file: SourceFile) -> tuple[SourceFile, float, LocalCopy | Exception]:
+            started = time.monotonic()
+            if file.size is not None and file.size > self.config.stream_bytes:
+                _warm_writer_imports()
+            try:
+                copy = self._source(file.uri).fetch(file, Path(tempfile.gettempdir()))
+            except (SourceChangedError, OSError) as exc:
+                return file, started, exc
+            return file, started, copy
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+            ahead: Future[tuple[SourceFile, float, LocalCopy | Exception]] | None = None
+            try:
+                for file in files:
+                    current, ahead = ahead, pool.submit(fetch, file)
+                    if current is not None:
+                        yield current.result()
+                if ahead is not None:
+                    current, ahead = ahead, None
+                    yield current.result()
+            finally:
+                if ahead is not None:  # abandoned: drop the spool of the file read ahead
+                    copy = ahead.result()[2]
+                    if isinstance(copy, LocalCopy):
+                        copy.discard()
+
     def _claim(
-        self, file: SourceFile, started: float, claimed_here: dict[str, str]
+        self,
+        file: SourceFile,
+        started: float,
+        fetched: LocalCopy | Exception,
+        claimed_here: dict[str, str],
     ) -> tuple[_Work | None, IngestResult | None]:
-        """Fetch and hash the file, then claim it; a result when there is nothing to write."""
+        """Claim a fetched file; a result when there is nothing to write."""
 
         def result(status: Outcome, **extra: Any) -> IngestResult:
             return IngestResult(
                 path=file.uri, status=status, duration_s=time.monotonic() - started, **extra
             )
 
-        source = self._source(file.uri)
-        try:
-            copy = source.fetch(file, Path(tempfile.gettempdir()))
-        except (SourceChangedError, OSError) as exc:
+        if isinstance(fetched, Exception):
+            exc = fetched
             reason = str(exc) if isinstance(exc, SourceChangedError) else (
                 f"{file.uri}: cannot read: {exc}; run again"
             )
@@ -245,10 +286,12 @@ class IdempotentIngestor:
                 max_attempts=self.config.max_attempts,
             )
             return None, result("failed", error=reason)
+        copy = fetched
         crash_point("after_hash")
         sha = copy.sha256
         if sha in claimed_here:
             copy.discard()
+            self.ledger.note_sighting(self.table, sha, file.uri)
             return None, result(
                 "skipped", sha256=sha, size=copy.size,
                 error=f"same content as {claimed_here[sha]} in this run",
@@ -552,6 +595,20 @@ def _iter_batches(data: Any, name: str) -> Iterator[pa.RecordBatch]:
             yield from data
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise CorruptFileError(f"{name}: parse error: {exc}") from exc
+
+
+def _warm_writer_imports() -> None:
+    """Import pyarrow and deltalake in the background (once), while a large file is hashed."""
+    global _warming
+    if _warming is None:
+        _warming = threading.Thread(
+            target=lambda: importlib.import_module("ingest_core.delta"),
+            name="warm-imports", daemon=True,
+        )
+        _warming.start()
+
+
+_warming: threading.Thread | None = None
 
 
 def _utcnow() -> datetime:

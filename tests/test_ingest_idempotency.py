@@ -67,8 +67,10 @@ def test_same_content_twice_in_one_run_lands_once(landing: Path, table_uri: str)
     shutil.copy(landing / "a.parquet", landing / "b.parquet")
     with IdempotentIngestor(table=table_uri) as ing:
         stats = ing.ingest_directory(str(landing))
+        (row,) = ing.ledger.records()
     assert (stats.ingested, stats.skipped) == (1, 1)
     assert set(id_counts(table_uri).values()) == {1}
+    assert row.status == "succeeded" and row.seen_paths == [str((landing / "b.parquet").resolve())]
 
 
 def test_small_files_share_one_commit_with_one_txn_each(landing: Path, table_uri: str):

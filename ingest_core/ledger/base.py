@@ -243,6 +243,12 @@ class BaseLedger(ABC):
         except LedgerConflictError:
             return None  # re-read: it may have been our own retried write
 
+    def note_sighting(self, table: str, sha256: str, path: str) -> None:
+        """Remember that this content was also seen under `path` (best effort)."""
+        record = self._get(table, sha256)
+        if record is not None:
+            self._note_sighting(record, path)
+
     def _note_sighting(self, record: FileRecord, path: str) -> FileRecord:
         """Remember that this content was also seen under `path` (best effort)."""
         if path == record.path or path in record.seen_paths:
