@@ -18,7 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from ingest_core.errors import ConfigurationError
 
@@ -32,8 +32,6 @@ ROW_GROUP_ROWS = 512 * 1024
 batches) near 315 MiB, and faster than 256Ki; files ~7% larger until compacted."""
 HISTORY_SEARCH_LIMIT = 2_000
 """How many recent commits a recovery searches for a file's commit."""
-LOCATE_ATTEMPTS = 10
-"""Reads of the history before a recovery gives up numbering it (others keep committing)."""
 
 
 def app_id(sha256: str) -> str:
@@ -136,28 +134,38 @@ class DeltaTarget:
 
         delta-rs lists `history()` down from the newest commit in storage but
         numbers it down from the snapshot's version: while others commit, the
-        numbers run behind. So the snapshot is brought up to date first, and
-        the history is trusted only if no commit landed while it was read.
+        numbers run behind. So the snapshot is brought up to date before and
+        after the read; if commits landed meanwhile, the found commit's version
+        lies in a small range, settled by which versions hold its transaction id.
         """
-        for _ in range(LOCATE_ATTEMPTS):
-            table.update_incremental()
-            top = table.version()
-            history = table.history(HISTORY_SEARCH_LIMIT)
-            table.update_incremental()
-            if table.version() != top:
+        table.update_incremental()
+        top = table.version()
+        history = table.history(HISTORY_SEARCH_LIMIT)
+        table.update_incremental()
+        shift = table.version() - top
+        for index, commit in enumerate(history):
+            raw = commit.get(METADATA_KEY)
+            if not raw:
                 continue
-            for index, commit in enumerate(history):
-                raw = commit.get(METADATA_KEY)
-                if not raw:
-                    continue
-                for entry in json.loads(str(raw)):
-                    if entry.get("sha256") == sha256:
-                        rows = entry.get("rows")
-                        if rows is None:
-                            rows = commit.get("operationMetrics", {}).get("num_added_rows")
-                        return Landing(version=top - index, rows=rows)
-            break
+            for entry in json.loads(str(raw)):
+                if entry.get("sha256") == sha256:
+                    rows = entry.get("rows")
+                    if rows is None:
+                        rows = commit.get("operationMetrics", {}).get("num_added_rows")
+                    version = self._first_holding(sha256, top - index, top - index + shift)
+                    return Landing(version=version, rows=rows)
         return Landing(version=None, rows=None)
+
+    def _first_holding(self, sha256: str, low: int, high: int) -> int:
+        """The first version in `low..high` whose snapshot holds the transaction id of `sha256`."""
+        while low < high:
+            middle = (low + high) // 2
+            at = DeltaTable(self.uri, version=middle, storage_options=self.storage_options)
+            if self.has_landed(at, sha256):
+                high = middle
+            else:
+                low = middle + 1
+        return low
 
     def append(
         self,
@@ -185,7 +193,7 @@ class DeltaTarget:
                 )
             },
             # creating the table, no snapshot guards the ids: fail rather than rebase onto
-            # a rival's first commits, which may carry the same ids
+            # a rival's first commit, which may carry the same ids
             max_commit_retries=0 if table is None else None,
         )
         options: dict[str, Any] = {
@@ -202,8 +210,13 @@ class DeltaTarget:
             return table.version()
         if self.partition_by:
             options["partition_by"] = list(self.partition_by)
-        write_deltalake(self.uri, data, storage_options=self.storage_options, **options)
-        created = self.snapshot()
-        assert created is not None
-        landing = self.locate(created, files[0].sha256)
-        return landing.version if landing.version is not None else created.version()
+        # create or fail: appending to a table a rival created after our check would
+        # write from a snapshot nobody checked the ids on
+        options["mode"] = "error"
+        try:
+            write_deltalake(self.uri, data, storage_options=self.storage_options, **options)
+        except DeltaError as exc:
+            if isinstance(exc, CommitFailedError) or "already exists" not in str(exc):
+                raise
+            raise CommitFailedError(f"table {self.uri} was created meanwhile: {exc}") from exc
+        return 0

@@ -70,3 +70,39 @@ def test_a_commit_found_from_a_snapshot_others_have_moved_past_is_located_at_its
     assert stale.version() == 1
     assert target.locate(stale, shas[1]).version == 1
     assert target.locate(stale, shas[0]).version == 0
+
+
+def test_a_commit_found_while_others_commit_is_settled_by_the_versions_holding_its_txn(
+    table_uri: str,
+):
+    import pyarrow as pa
+
+    from ingest_core.delta import DeltaTarget, FileEntry
+
+    target = DeltaTarget(table_uri)
+    shas = [f"{i:064x}" for i in range(6)]
+    for i, sha in enumerate(shas):
+        target.append(target.snapshot(), pa.table({"id": [i]}), [FileEntry(sha, f"f{i}", 1)],
+                      merge_schema=i == 0)
+    assert [target._first_holding(sha, 0, 5) for sha in shas] == [0, 1, 2, 3, 4, 5]
+    assert target._first_holding(shas[3], 3, 5) == 3
+
+
+def test_a_worker_that_saw_no_table_never_appends_to_one_a_rival_created_meanwhile(
+    table_uri: str,
+):
+    """The rival's first commit may carry the same content: create or fail, never rebase."""
+    import pyarrow as pa
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    from ingest_core.delta import DeltaTarget, FileEntry
+
+    late, rival = DeltaTarget(table_uri), DeltaTarget(table_uri)
+    checked = late.snapshot()
+    assert checked is None  # the late worker checked: no table, so its content is not in
+    entry = [FileEntry("ab" * 32, "f0", 1)]
+    assert rival.append(rival.snapshot(), pa.table({"id": [0]}), entry, merge_schema=True) == 0
+    with pytest.raises(CommitFailedError, match="created meanwhile"):
+        late.append(checked, pa.table({"id": [0]}), entry, merge_schema=True)
+    assert DeltaTable(table_uri).to_pyarrow_table().column("id").to_pylist() == [0]
