@@ -225,16 +225,18 @@ def race_worker(
         i = start
         while i < len(deliveries):
             j = min(len(deliveries), i + chooser.randint(1, 4))
-            counts = ing.run(ing.list_sources(deliveries[i:j])).counts
-            _append_line(Path(progress), {"next": j, "counts": counts})
+            stats = ing.run(ing.list_sources(deliveries[i:j]))
+            errors = [r.error for r in stats.files if r.status in ("failed", "quarantined")]
+            _append_line(Path(progress), {"next": j, "counts": stats.counts, "errors": errors})
             i = j
 
 
-def _progress(path: Path) -> tuple[int | None, bool, Counter[str]]:
-    """(next delivery to do, whether the current worker is working, counts so far)."""
+def _progress(path: Path) -> tuple[int | None, bool, Counter[str], list[str]]:
+    """(next delivery to do, whether the worker is working, counts and errors so far)."""
     nxt: int | None = None
     working = False
     counts: Counter[str] = Counter()
+    errors: list[str] = []
     if path.exists():
         for line in path.read_text().splitlines():
             entry = json.loads(line)
@@ -243,7 +245,8 @@ def _progress(path: Path) -> tuple[int | None, bool, Counter[str]]:
             else:
                 nxt = entry["next"]
                 counts.update(entry["counts"])
-    return nxt, working, counts
+                errors += entry["errors"]
+    return nxt, working, counts, errors
 
 
 @dataclass
@@ -255,6 +258,8 @@ class RaceReport:
     deliveries: int
     kills: int
     race_counts: Counter[str]
+    race_errors: list[str]
+    """Errors of the files that failed or were quarantined during the race."""
     replay_counts: dict[str, int]
     agreement: Agreement
     race_s: float
@@ -298,6 +303,7 @@ def run_race(
     workdir.mkdir(parents=True, exist_ok=True)
     progress = [workdir / f"worker-{k}.jsonl" for k in range(workers)]
     totals: Counter[str] = Counter()
+    errors: list[str] = []
     generation = [0] * workers
 
     def spawn(k: int, start: int) -> Any:
@@ -328,8 +334,9 @@ def run_race(
                 k = chooser.choice(working)
                 os.kill(procs[k].pid, signal.SIGKILL)
                 procs[k].join()
-                nxt, _, counts = _progress(progress[k])
+                nxt, _, counts, failures = _progress(progress[k])
                 totals.update(counts)
+                errors.extend(failures)
                 starts[k] = nxt if nxt is not None else starts[k]
                 killed += 1
                 procs[k] = spawn(k, starts[k])
@@ -337,7 +344,9 @@ def run_race(
     for k, p in enumerate(procs):
         if p.exitcode != 0:
             raise RuntimeError(f"worker {k} exited with {p.exitcode}")
-        totals.update(_progress(progress[k])[2])
+        _, _, counts, failures = _progress(progress[k])
+        totals.update(counts)
+        errors.extend(failures)
     race_s = time.monotonic() - started
     time.sleep(lease_seconds + 0.2)  # leases of killed workers run out
     started = time.monotonic()
@@ -353,6 +362,7 @@ def run_race(
         deliveries=len(deliveries),
         kills=killed,
         race_counts=totals,
+        race_errors=errors,
         replay_counts=replay,
         agreement=agreement,
         race_s=race_s,
