@@ -115,6 +115,10 @@ class DeltaTarget:
         self._loaded_at = self._table.version()
         return self._table
 
+    def current(self) -> DeltaTable | None:
+        """The snapshot `snapshot` last returned, not refreshed: the one the ids were checked on."""
+        return self._table
+
     def forget(self) -> None:
         """Drop the loaded snapshot; the next `snapshot` loads the table afresh."""
         self._table = None
@@ -137,12 +141,14 @@ class DeltaTarget:
         numbers run behind. So the snapshot is brought up to date before and
         after the read; if commits landed meanwhile, the found commit's version
         lies in a small range, settled by which versions hold its transaction id.
+        That is done on a table of its own: `table` is left as it is, since the
+        caller may write from it.
         """
-        table.update_incremental()
-        top = table.version()
-        history = table.history(HISTORY_SEARCH_LIMIT)
-        table.update_incremental()
-        shift = table.version() - top
+        latest = DeltaTable(self.uri, storage_options=self.storage_options)
+        top = latest.version()
+        history = latest.history(HISTORY_SEARCH_LIMIT)
+        latest.update_incremental()
+        shift = latest.version() - top
         for index, commit in enumerate(history):
             raw = commit.get(METADATA_KEY)
             if not raw:

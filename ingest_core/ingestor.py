@@ -408,7 +408,7 @@ class IdempotentIngestor:
         from ingest_core.schema import conform, target_schema
 
         target = self._delta()
-        table = target.snapshot()
+        table = target.current()  # the snapshot _guard checked the ids on: write from it
         stored = target.schema(table)
         strict = self.config.schema_mode == "strict"
         now = _utcnow()
@@ -475,7 +475,7 @@ class IdempotentIngestor:
         from ingest_core.schema import conform, target_schema
 
         target = self._delta()
-        table = target.snapshot()
+        table = target.current()  # the snapshot _guard checked the ids on: write from it
         stored = target.schema(table)
         now = _utcnow()
         failure: list[BaseException] = []

@@ -113,3 +113,56 @@ def test_worker_stalled_past_its_lease_is_overtaken_and_adds_no_duplicate(
     for result in first["files"]:
         if result["status"] == LOST:
             assert "lease lost to another worker" in result["error"], result
+
+
+@pytest.mark.slow
+def test_worker_overtaken_between_its_check_and_its_write_does_not_write_twice(
+    tmp_path: Path, landing: Path, table_uri: str, monkeypatch
+):
+    """The write must come from the very snapshot the ids were checked on.
+
+    The worker's batch holds a file a dead worker had committed (so the check
+    yields its result and the worker pauses there, at its consumer) and a new
+    file. While it pauses, a rival whose clock runs two leases ahead takes the
+    new file over and commits it. The worker then writes: it must be refused.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from ingest_core.ledger.sqlite import SqliteLedger
+
+    ledger_path = tmp_path / "ledger.sqlite"
+    seed = write_parquet(landing / "seed" / "seed.parquet", start=1000)
+    with IdempotentIngestor(table=table_uri, ledger=SqliteLedger(ledger_path)) as ing:
+        assert ing.ingest_file(str(seed)).status == "ingested"
+    committed = str(write_parquet(landing / "f0.parquet", start=0))
+    new = str(write_parquet(landing / "f1.parquet", start=10))
+    monkeypatch.setenv("INGEST_FAULT_POINT", "after_commit")
+    dead = SPAWN.Process(target=_ingest_and_report, args=(
+        table_uri, f"sqlite:///{ledger_path}", [committed], {"lease_seconds": LEASE}, None,
+        str(tmp_path / "dead.json")))
+    dead.start()
+    monkeypatch.delenv("INGEST_FAULT_POINT")
+    dead.join(60)
+    assert dead.exitcode == -9
+    time.sleep(LEASE + 0.1)
+
+    worker = IdempotentIngestor(table=table_uri, ledger=SqliteLedger(ledger_path),
+                                lease_seconds=60, batch_files=10)
+    results = worker.ingest(worker.list_sources([committed, new]))
+    first = next(results)  # the check found f0 in the log: paused right after the check
+    assert (Path(first.path).name, first.status) == ("f0.parquet", "ingested")
+
+    ahead = lambda: datetime.now(UTC) + timedelta(seconds=120)  # noqa: E731
+    rival_ledger = SqliteLedger(ledger_path, clock=ahead)
+    with IdempotentIngestor(table=table_uri, ledger=rival_ledger) as rival:
+        assert rival.ingest_file(new).status == "ingested"
+
+    rest = list(results)
+    worker.close()
+    assert [(Path(r.path).name, r.status) for r in rest] == [("f1.parquet", LOST)]
+    assert "lease lost to another worker" in (rest[0].error or "")
+    with IdempotentIngestor(table=table_uri, ledger=SqliteLedger(ledger_path)) as ing:
+        agreement = check_exactly_once(
+            table_uri, ing.ledger, ing.table, expected_ids={0, 1, 2, 10, 11, 12, 1000, 1001, 1002}
+        )
+    assert agreement.problems == []
