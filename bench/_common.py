@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -18,6 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "out"
 PY = sys.executable
 INGEST = [PY, "-m", "ingest_core.cli"]
+
+
+def add_folder_args(parser: argparse.ArgumentParser, inputs: str) -> None:
+    """The --out (inputs from make_data.py) and --work (fresh tables) options."""
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT,
+        help=f"folder holding {inputs} (default {DEFAULT_OUT})",
+    )
+    parser.add_argument(
+        "--work", type=Path, default=None, help="where fresh tables are created (default OUT/runs)"
+    )
 
 
 @dataclass

@@ -27,10 +27,10 @@ import sys
 from pathlib import Path
 
 from _common import (
-    DEFAULT_OUT,
     INGEST,
     PY,
     Measure,
+    add_folder_args,
     check,
     fresh_dir,
     header,
@@ -141,15 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Large-file benchmark: ingest run vs read + write_deltalake.",
         epilog="Inputs come from bench/make_data.py.",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        help=f"folder holding the inputs (default {DEFAULT_OUT})",
-    )
-    parser.add_argument(
-        "--work", type=Path, default=None, help="where fresh tables are created (default OUT/runs)"
-    )
+    add_folder_args(parser, "the inputs")
     parser.add_argument("--pairs", type=int, default=3, help="floor/ours pairs (default 3)")
     parser.add_argument("--no-parquet", action="store_true", help="skip large.parquet")
     parser.add_argument("--csv", action="store_true", help="also ingest large.csv")

@@ -25,10 +25,10 @@ import sys
 from pathlib import Path
 
 from _common import (
-    DEFAULT_OUT,
     INGEST,
     PY,
     Measure,
+    add_folder_args,
     check,
     fresh_dir,
     header,
@@ -105,15 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Small-files benchmark: 500 x 100-row parquet files, ingest run vs floor.",
         epilog="Inputs come from bench/make_data.py.",
     )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=DEFAULT_OUT,
-        help=f"folder holding small/ (default {DEFAULT_OUT})",
-    )
-    parser.add_argument(
-        "--work", type=Path, default=None, help="where fresh tables are created (default OUT/runs)"
-    )
+    add_folder_args(parser, "small/")
     parser.add_argument("--runs", type=int, default=3, help="runs (default 3)")
     parser.add_argument(
         "--per-file",
