@@ -631,6 +631,22 @@ def _is_schema_error(exc: BaseException) -> bool:
     return isinstance(exc, SchemaMismatchError)
 
 
+# delta-rs data files, and object_store's staging copies of them ("<name>#<n>")
+_DATA_FILE = re.compile(r"part-\d{5}-[0-9a-f-]{36}-c000(\.\w+)?\.parquet(#\d+)?")
+
+
+def _only_write_leftovers(folder: Path) -> bool:
+    """Whether a folder holds only what a writer killed before its first commit leaves.
+
+    That is data files, their staging copies, and partition folders (``key=value``) of them.
+    """
+    return all(
+        (entry.is_file() and _DATA_FILE.fullmatch(entry.name) is not None)
+        or (entry.is_dir() and "=" in entry.name and _only_write_leftovers(entry))
+        for entry in folder.iterdir()
+    )
+
+
 def _check_table_uri(uri: str) -> None:
     """Refuse local table paths that cannot be a Delta table."""
     if not is_local(uri):
@@ -638,11 +654,7 @@ def _check_table_uri(uri: str) -> None:
     path = local_path(uri)
     if path.is_file():
         raise ConfigurationError(f"table {uri}: is a file, not a Delta table folder")
-    # a worker killed while creating the table leaves delta-rs data files and no log yet
-    orphan = re.compile(r"part-\d{5}-[0-9a-f-]{36}-c000(\.\w+)?\.parquet")
-    if path.is_dir() and not (path / "_delta_log").is_dir() and any(
-        not (p.is_file() and orphan.fullmatch(p.name)) for p in path.iterdir()
-    ):
+    if path.is_dir() and not (path / "_delta_log").is_dir() and not _only_write_leftovers(path):
         raise ConfigurationError(
             f"table {uri}: the folder exists, is not empty and holds no _delta_log; "
             "point --table at a Delta table or a new folder"

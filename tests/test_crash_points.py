@@ -29,6 +29,7 @@ from exactly_once import (
 )
 
 from ingest_core import IdempotentIngestor, StorageConfig
+from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import PROCESSING
 
 ROWS = 20_000
@@ -186,6 +187,39 @@ def test_table_left_half_created_by_a_killed_first_write_is_created_by_the_next_
     assert sorted(DeltaTable(table_uri).to_pyarrow_table().column("id").to_pylist()) == [
         0, 1, 2, 3, 4
     ]
+
+
+_PART = "part-00003-0b2f6a4e-9a51-4f63-8c1d-2d7e5f0c9a11-c000.snappy.parquet"
+
+
+@pytest.mark.parametrize(
+    "leftovers",
+    [
+        [_PART],
+        [_PART, _PART + "#1"],  # object_store's staging copy, caught mid-rename by the kill
+        [f"year=2026/{_PART}", f"year=2026/{_PART}#7"],
+    ],
+)
+def test_leftovers_of_a_killed_first_write_do_not_block_the_table(
+    tmp_path: Path, table_uri: str, leftovers: list[str]
+):
+    for name in leftovers:
+        (Path(table_uri) / name).parent.mkdir(parents=True, exist_ok=True)
+        (Path(table_uri) / name).write_bytes(b"half written")
+    path = write_ids(tmp_path / "landing" / "f.parquet", 0, 3)
+    with IdempotentIngestor(table=table_uri) as ing:
+        assert ing.ingest_file(path).status == "ingested"
+    assert DeltaTable(table_uri).to_pyarrow_table().num_rows == 3
+
+
+@pytest.mark.parametrize("stranger", ["notes.txt", f"{_PART}.bak", f"data/{_PART}"])
+def test_a_folder_holding_anything_else_is_refused_as_a_table(
+    table_uri: str, stranger: str
+):
+    (Path(table_uri) / stranger).parent.mkdir(parents=True, exist_ok=True)
+    (Path(table_uri) / stranger).write_bytes(b"someone's file")
+    with pytest.raises(ConfigurationError, match="holds no _delta_log"):
+        IdempotentIngestor(table=table_uri)
 
 
 @pytest.mark.slow
