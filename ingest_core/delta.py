@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, Transaction, WriterProperties, write_deltalake
+from deltalake import (
+    CommitProperties,
+    DeltaTable,
+    Schema,
+    Transaction,
+    WriterProperties,
+    write_deltalake,
+)
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from ingest_core.errors import ConfigurationError
 
@@ -190,18 +199,7 @@ class DeltaTarget:
             self.partition_by if table is None else table.metadata().partition_columns
         )
         data = plain_partitions(data, partitions)
-        now_ms = int(time.time() * 1000)
-        properties = CommitProperties(
-            app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],
-            custom_metadata={
-                METADATA_KEY: json.dumps(
-                    [{"sha256": f.sha256, "path": f.path, "rows": f.rows} for f in files]
-                )
-            },
-            # creating the table, no snapshot guards the ids: fail rather than rebase onto
-            # a rival's first commit, which may carry the same ids
-            max_commit_retries=0 if table is None else None,
-        )
+        properties = _commit_properties(files, creating=table is None)
         options: dict[str, Any] = {
             "mode": "append",
             "schema_mode": "merge" if merge_schema else None,
@@ -219,10 +217,63 @@ class DeltaTarget:
         # create or fail: appending to a table a rival created after our check would
         # write from a snapshot nobody checked the ids on
         options["mode"] = "error"
-        try:
+        with self._creating():
             write_deltalake(self.uri, data, storage_options=self.storage_options, **options)
+        return 0
+
+    def commit_files(
+        self,
+        table: DeltaTable | None,
+        actions: list[AddAction],
+        schema: pa.Schema,
+        files: list[FileEntry],
+    ) -> int:
+        """Commit data files already written into the table folder, as `append` would.
+
+        `schema` must be the table's (`data_files.writable`); None creates the
+        table. Returns the version committed.
+        """
+        properties = _commit_properties(files, creating=table is None)
+        if table is None:
+            with self._creating():
+                create_table_with_add_actions(
+                    self.uri, Schema.from_arrow(schema), actions, mode="error",
+                    storage_options=self.storage_options, commit_properties=properties,
+                )
+            return 0
+        read = table.version()
+        table.create_write_transaction(
+            list[AddAction | RemoveAction](actions),
+            "append",
+            Schema.from_arrow(schema),
+            commit_properties=properties,
+        )
+        # the call does not move `table`: find the version that took the commit
+        latest = DeltaTable(self.uri, storage_options=self.storage_options).version()
+        return self._first_holding(files[0].sha256, read + 1, latest)
+
+    @contextmanager
+    def _creating(self) -> Iterator[None]:
+        """Report a table created by a rival meanwhile as a failed commit."""
+        try:
+            yield
         except DeltaError as exc:
             if isinstance(exc, CommitFailedError) or "already exists" not in str(exc):
                 raise
             raise CommitFailedError(f"table {self.uri} was created meanwhile: {exc}") from exc
-        return 0
+
+
+def _commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProperties:
+    """One transaction id per file, and the files in the commit's metadata."""
+    now_ms = int(time.time() * 1000)
+    return CommitProperties(
+        app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],
+        custom_metadata={
+            METADATA_KEY: json.dumps(
+                [{"sha256": f.sha256, "path": f.path, "rows": f.rows} for f in files]
+            )
+        },
+        # creating the table, no snapshot guards the ids: fail rather than rebase onto
+        # a rival's first commit, which may carry the same ids
+        max_commit_retries=0 if creating else None,
+    )

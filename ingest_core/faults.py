@@ -6,8 +6,10 @@ worker frozen, every thread, until it gets SIGCONT: a stall past its lease).
 The variable is read once, at import; unset (the default), `crash_point` is a
 comparison against None.
 
-`during_write` fires at the end of the stream delta-rs is writing, before
-the stream ends (delta-rs commits only after its end). delta-rs writes data
+`during_write` fires once a file's data files are written, before their
+commit. For a stream written by `data_files` that is right before the
+commit; for one delta-rs writes, at the end of the stream, before the stream
+ends (delta-rs commits only after its end). delta-rs writes data
 files on its own threads, a batch or two behind the stream, so the kill waits
 `WRITE_SETTLE_S` for it to catch up: it then finds data files written that no
 commit references, as a crash in the middle of a write leaves them.

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from ingest_core.delta import DeltaTarget
     from ingest_core.formats import OpenedFile
+    from ingest_core.schema import Lineage
 
 COMMIT_ATTEMPTS = 3
 """Commits retried after a concurrent-commit conflict before the batch is split."""
@@ -416,7 +417,7 @@ class IdempotentIngestor:
         ready: list[tuple[_Work, pa.Table]] = []
         for work in batch:
             assert work.data is not None
-            data = self._with_lineage(work, work.data, now)
+            data = self._with_lineage(work, work.data, self._lineage(work, now))
             try:
                 file_schema = target_schema(schema, data.schema, strict=strict, name=work.file.uri)
                 conformed = pa.Table.from_batches(
@@ -469,8 +470,10 @@ class IdempotentIngestor:
             yield self._settle_error(work, last_error or RuntimeError("commit failed"))
 
     def _write_stream(self, work: _Work) -> IngestResult:
+        """Stream one file into its own commit: parquet written here where it can be."""
         import pyarrow as pa
 
+        from ingest_core.data_files import delta_schema, writable, write_files
         from ingest_core.delta import FileEntry
         from ingest_core.schema import conform, target_schema
 
@@ -488,10 +491,13 @@ class IdempotentIngestor:
                 data = apply_transform(self._transform, opened.reader, work.file.uri)
             source_schema = data.schema
             sample = pa.RecordBatch.from_pylist([], schema=source_schema)
-            lineaged = self._with_lineage(work, pa.Table.from_batches([sample]), now).schema
+            lineage = self._lineage(work, now)
+            lineaged = self._with_lineage(work, pa.Table.from_batches([sample]), lineage).schema
             schema = target_schema(
                 stored, lineaged, strict=self.config.schema_mode == "strict", name=work.file.uri
             )
+
+            write_here = is_local(target.uri) and writable(table, schema, target.partition_by)
 
             def batches() -> Iterator[pa.RecordBatch]:
                 nonlocal rows
@@ -499,24 +505,32 @@ class IdempotentIngestor:
                     for batch in _iter_batches(data, work.file.uri):
                         rows += batch.num_rows
                         with_lineage = self._with_lineage(
-                            work, pa.Table.from_batches([batch]), now
+                            work, pa.Table.from_batches([batch]), lineage
                         ).to_batches()
                         for piece in with_lineage:
                             yield conform(piece, schema, name=work.file.uri)
                     self._source(work.file.uri).verify(work.file, work.copy)
-                    crash_point("during_write")
+                    if not write_here:
+                        crash_point("during_write")  # delta-rs commits once the stream ends
                 except BaseException as exc:
                     failure.append(exc)
                     raise
 
-            reader = pa.RecordBatchReader.from_batches(schema, batches())
             try:
-                version = target.append(
-                    table,
-                    reader,
-                    [FileEntry(work.sha256, work.file.uri, None)],
-                    merge_schema=stored is None or len(schema) > len(stored),
-                )
+                if write_here:
+                    actions = write_files(local_path(target.uri), batches(), schema)
+                    crash_point("during_write")
+                    version = target.commit_files(
+                        table, actions, delta_schema(schema),
+                        [FileEntry(work.sha256, work.file.uri, rows)],
+                    )
+                else:
+                    version = target.append(
+                        table,
+                        pa.RecordBatchReader.from_batches(schema, batches()),
+                        [FileEntry(work.sha256, work.file.uri, None)],
+                        merge_schema=stored is None or len(schema) > len(stored),
+                    )
             except Exception:
                 if failure:
                     raise failure[0] from None
@@ -524,25 +538,27 @@ class IdempotentIngestor:
         crash_point("after_commit")
         return self._complete(work, version, rows)
 
-    def _with_lineage(self, work: _Work, data: pa.Table, now: datetime) -> pa.Table:
+    def _lineage(self, work: _Work, now: datetime) -> Lineage | None:
+        """The lineage columns of `work`'s rows (None when lineage is off)."""
+        if not self.config.lineage:
+            return None
+        from ingest_core.schema import Lineage
+
+        return Lineage(path=work.file.uri, sha256=work.sha256, ingested_at=now)
+
+    def _with_lineage(self, work: _Work, data: pa.Table, lineage: Lineage | None) -> pa.Table:
+        """`data` plus the file's route captures and lineage columns."""
         if work.file.columns:
             from ingest_core.schema import with_constants
 
             data = with_constants(data, work.file.columns, name=work.file.uri)
-        if not self.config.lineage:
+        if lineage is None:
             return data
         import pyarrow as pa
 
-        from ingest_core.schema import with_lineage
-
-        batches = [
-            with_lineage(b, path=work.file.uri, sha256=work.sha256, ingested_at=now)
-            for b in data.to_batches()
-        ]
+        batches = [lineage.add(b) for b in data.to_batches()]
         if not batches:
-            from ingest_core.schema import lineage_schema
-
-            return pa.Table.from_batches([], lineage_schema(data.schema))
+            return pa.Table.from_batches([], lineage.schema(data.schema))
         return pa.Table.from_batches(batches)
 
     # -- outcomes -------------------------------------------------------------------

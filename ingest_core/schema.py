@@ -95,20 +95,43 @@ def _cast(column: pa.Array, field: pa.Field, name: str) -> pa.Array:
         ) from exc
 
 
-def with_lineage(
-    batch: pa.RecordBatch, *, path: str, sha256: str, ingested_at: datetime
-) -> pa.RecordBatch:
-    """`batch` plus the lineage columns, dictionary-encoded so a constant costs nothing."""
-    n = batch.num_rows
-    zeros = pa.repeat(pa.scalar(0, pa.int32()), n)
-    arrays = [*batch.columns]
-    names = [*batch.schema.names]
-    for column, value in (("_ingest_file", path), ("_ingest_sha256", sha256)):
-        arrays.append(pa.DictionaryArray.from_arrays(zeros, pa.array([value], _TEXT)))
-        names.append(column)
-    arrays.append(pa.repeat(pa.scalar(ingested_at, pa.timestamp("us", tz="UTC")), n))
-    names.append("_ingested_at")
-    return pa.RecordBatch.from_arrays(arrays, names=names)
+class Lineage:
+    """The lineage columns of one file, built once and sliced onto each of its batches.
+
+    Constant strings are dictionary-encoded, and every batch shares the same
+    dictionaries: delta-rs then writes them as they are, where a dictionary
+    made anew per batch cost ~0.25 s per 5M rows (measured on the benchmark file).
+    """
+
+    def __init__(self, *, path: str, sha256: str, ingested_at: datetime) -> None:
+        self._values = (pa.array([path], _TEXT), pa.array([sha256], _TEXT))
+        self._ingested_at = pa.scalar(ingested_at, pa.timestamp("us", tz="UTC"))
+        self._zeros = pa.array([], pa.int32())
+        self._times = pa.array([], self._ingested_at.type)
+
+    def add(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """`batch` plus the lineage columns."""
+        n = batch.num_rows
+        if n > len(self._zeros):
+            self._zeros = pa.repeat(pa.scalar(0, pa.int32()), n)
+            self._times = pa.repeat(self._ingested_at, n)
+        zeros = self._zeros.slice(0, n)
+        arrays = [
+            *batch.columns,
+            *(pa.DictionaryArray.from_arrays(zeros, values) for values in self._values),
+            self._times.slice(0, n),
+        ]
+        return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *LINEAGE_COLUMNS])
+
+    @staticmethod
+    def schema(schema: pa.Schema) -> pa.Schema:
+        """`schema` plus the lineage columns, as `add` produces them."""
+        text = pa.dictionary(pa.int32(), _TEXT)
+        return (
+            schema.append(pa.field("_ingest_file", text))
+            .append(pa.field("_ingest_sha256", text))
+            .append(pa.field("_ingested_at", pa.timestamp("us", tz="UTC")))
+        )
 
 
 def with_constants(data: pa.Table, columns: Mapping[str, str], *, name: str) -> pa.Table:
@@ -128,13 +151,3 @@ def with_constants(data: pa.Table, columns: Mapping[str, str], *, name: str) -> 
             pa.field(column, _TEXT), pa.repeat(pa.scalar(value, _TEXT), data.num_rows)
         )
     return data
-
-
-def lineage_schema(schema: pa.Schema) -> pa.Schema:
-    """`schema` plus the lineage columns, as `with_lineage` produces them."""
-    text = pa.dictionary(pa.int32(), _TEXT)
-    return (
-        schema.append(pa.field("_ingest_file", text))
-        .append(pa.field("_ingest_sha256", text))
-        .append(pa.field("_ingested_at", pa.timestamp("us", tz="UTC")))
-    )

@@ -137,6 +137,8 @@ def test_four_concurrent_runs_ingest_each_file_once(landing: Path, table_uri: st
         for _ in range(4)
     ]
     outputs = [p.communicate(timeout=180) for p in procs]
+    for (out, err), proc in zip(outputs, procs, strict=True):
+        assert out.strip(), f"run exited {proc.returncode} with no report: {err}"
     reports = [json.loads(out) for out, _err in outputs]
     assert sum(r["ingested"] for r in reports) == 40
     counts = id_counts(table_uri)
