@@ -8,6 +8,8 @@ included), on a fresh table (and, for ours, a fresh SQLite ledger):
 
 - floor:  python -c "write_deltalake(T, pq.read_table(FILE))"
 - ours:   python -m ingest_core.cli run FILE --table T --json
+- as is:  the same with --no-lineage: a parquet file whose columns need no
+          rewrite is copied into the table and committed (parquet only)
 - import: python -c "import pyarrow.parquet, deltalake" (what any process pays)
 
 floor and ours run in pairs (their order alternates); wall time is measured
@@ -66,12 +68,14 @@ def run_floor(code: str, file: Path, work: Path) -> tuple[Measure, int]:
         remove(run_dir)
 
 
-def run_ours(file: Path, work: Path, rows: int | None) -> tuple[Measure, int]:
-    """`ingest run FILE --table T --json` on a fresh table and ledger."""
+def run_ours(
+    file: Path, work: Path, rows: int | None, *extra: str
+) -> tuple[Measure, int]:
+    """`ingest run FILE --table T --json [extra]` on a fresh table and ledger."""
     run_dir = fresh_dir(work, "ours")
     table = run_dir / "table"
     try:
-        m = run_child([*INGEST, "run", str(file), "--table", str(table), "--json"])
+        m = run_child([*INGEST, "run", str(file), "--table", str(table), "--json", *extra])
         check(m, "ingest run")
         result = m.json()
         if result.get("ingested") != 1 or (rows is not None and result.get("rows") != rows):
@@ -86,12 +90,14 @@ def _ratio(ours: list[float], floor: list[float]) -> float:
 
 
 def bench_pairs(
-    file: Path, code: str, pairs: int, work: Path, rows: int | None, imports: bool
+    file: Path, code: str, pairs: int, work: Path, rows: int | None, imports: bool,
+    as_is: bool = False,
 ) -> None:
-    """Run `pairs` floor/ours pairs on `file` and print the table."""
+    """Run `pairs` floor/ours pairs on `file` (and the as-is run if asked); print the table."""
     warm(file)
     floor: list[Measure] = []
     ours: list[Measure] = []
+    copied: list[Measure] = []
     floor_bytes = ours_bytes = 0
     for i in range(pairs):
         order = ("floor", "ours") if i % 2 == 0 else ("ours", "floor")
@@ -106,6 +112,10 @@ def bench_pairs(
                 f"  pair {i + 1} {which:<5} {m.wall_s:6.2f} s  {m.rss_mib:7.0f} MiB peak RSS",
                 flush=True,
             )
+        if as_is:
+            m, _ = run_ours(file, work, rows, "--no-lineage")
+            copied.append(m)
+            print(f"  pair {i + 1} as is {m.wall_s:6.2f} s  {m.rss_mib:7.0f} MiB peak RSS")
     base: list[Measure] = []
     if imports:
         for _ in range(pairs):
@@ -118,16 +128,23 @@ def bench_pairs(
     print(header("wall time"))
     print(row("floor (read + write_deltalake)", [m.wall_s for m in floor], "s"))
     print(row("ours (ingest run)", [m.wall_s for m in ours], "s"))
+    if copied:
+        print(row("as is (--no-lineage, no rewrite)", [m.wall_s for m in copied], "s"))
     if base:
         print(row("process start + imports", [m.wall_s for m in base], "s"))
     print(header("peak RSS"))
     print(row("floor", [m.rss_mib for m in floor], "MiB", "{:.0f}"))
     print(row("ours", [m.rss_mib for m in ours], "MiB", "{:.0f}"))
+    if copied:
+        print(row("as is", [m.rss_mib for m in copied], "MiB", "{:.0f}"))
     if base:
         print(row("process start + imports", [m.rss_mib for m in base], "MiB", "{:.0f}"))
     t_ratio = _ratio([m.wall_s for m in ours], [m.wall_s for m in floor])
     r_ratio = _ratio([m.rss_mib for m in ours], [m.rss_mib for m in floor])
     print(f"ratio ours/floor (median of pairs): time {t_ratio:.2f}x, peak RSS {r_ratio:.2f}x")
+    if copied:
+        c_ratio = _ratio([m.wall_s for m in copied], [m.wall_s for m in floor])
+        print(f"ratio as is/floor (median of pairs): time {c_ratio:.2f}x")
     print(
         f"table data written: floor {floor_bytes / 2**20:.0f} MiB, "
         f"ours {ours_bytes / 2**20:.0f} MiB"
@@ -161,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         import pyarrow.parquet as pq
 
         rows = pq.ParquetFile(file).metadata.num_rows
-        bench_pairs(file, FLOOR_PARQUET, args.pairs, work, rows, not args.no_imports)
+        bench_pairs(
+            file, FLOOR_PARQUET, args.pairs, work, rows, not args.no_imports, as_is=True
+        )
     if args.csv:
         file = args.out / "large.csv"
         if not file.exists():

@@ -71,6 +71,8 @@ class OpenedFile:
         self.name = name
         self._tmp: Path | None = None
         self._parquet: pq.ParquetFile | None = None
+        self.parquet_as_is: Path | None = None
+        """The file itself when it is parquet read as it lies (not gunzipped)."""
         head = _head(path)
         if not head:
             raise CorruptFileError(f"{name}: the file is empty (0 bytes); nothing to ingest")
@@ -102,6 +104,8 @@ class OpenedFile:
         if fmt == "parquet":
             if compressed:
                 path = self._gunzip(path)
+            else:
+                self.parquet_as_is = path
             parquet = self._parquet = pq.ParquetFile(
                 path, pre_buffer=False, buffer_size=1024 * 1024
             )
@@ -148,6 +152,10 @@ class OpenedFile:
             yield from self.reader
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise CorruptFileError(f"{self.name}: parse error: {exc}") from exc
+
+    def count_rows(self) -> int:
+        """Decode every row, proving the file sound, and count them."""
+        return sum(batch.num_rows for batch in self.batches())
 
     def read_all(self) -> pa.Table:
         """The whole file as one table (for files small enough to batch)."""

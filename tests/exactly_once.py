@@ -100,6 +100,21 @@ class Agreement:
     ledger_rows: Counter[str] = field(default_factory=Counter)
 
 
+def _rows_by_commit(
+    commits: dict[int, list[dict[str, Any]]], txns: dict[str, list[int]]
+) -> Counter[str]:
+    """Rows per content for a table without lineage: what the one-file commit of each txn adds."""
+    rows: Counter[str] = Counter()
+    for sha, versions in txns.items():
+        for version in versions:
+            actions = commits[version]
+            assert sum("txn" in a for a in actions) == 1, "without lineage, one file per commit"
+            rows[sha] += sum(
+                json.loads(a["add"]["stats"])["numRecords"] for a in actions if "add" in a
+            )
+    return rows
+
+
 def check_exactly_once(
     table_uri: str,
     ledger: BaseLedger,
@@ -127,11 +142,14 @@ def check_exactly_once(
     if commits:
         from deltalake import DeltaTable
 
-        data = DeltaTable(table_uri, storage_options=storage_options).to_pyarrow_table(
-            columns=["id", "_ingest_sha256"]
-        )
+        table = DeltaTable(table_uri, storage_options=storage_options)
+        lineage = "_ingest_sha256" in table.schema().to_arrow().names
+        data = table.to_pyarrow_table(columns=["id", "_ingest_sha256"] if lineage else ["id"])
         ids = Counter(data.column("id").to_pylist())
-        by_sha = Counter(data.column("_ingest_sha256").to_pylist())
+        if lineage:
+            by_sha = Counter(data.column("_ingest_sha256").to_pylist())
+        else:
+            by_sha = _rows_by_commit(commits, txns)
         report.rows = data.num_rows
         report.distinct_ids = len(ids)
         report.duplicate_rows = sum(n - 1 for n in ids.values())

@@ -59,14 +59,15 @@ class Scenario:
     """A landing folder, a table seeded with one file, and a ledger of one kind."""
 
     def __init__(
-        self, tmp_path: Path, ledger: str, connection: str | None, rows: int = ROWS
+        self, tmp_path: Path, ledger: str, connection: str | None, rows: int = ROWS,
+        lineage: bool = True,
     ) -> None:
         self.landing = tmp_path / "landing"
         self.table = str(tmp_path / "lake" / "orders")
         self.ledger = ledger
         self.connection = connection
         seed = write_ids(tmp_path / "seed" / "seed.parquet", 1_000_000, 10)
-        with self.ingestor() as ing:
+        with self.ingestor(lineage=lineage) as ing:
             assert ing.ingest_file(seed).status == "ingested"
         # small data files, so a write in progress has flushed some before its commit
         DeltaTable(self.table).alter.set_table_properties({"delta.targetFileSize": "65536"})
@@ -93,11 +94,13 @@ class Scenario:
 def make_scenario(request: pytest.FixtureRequest, tmp_path: Path, unique_name: str):
     connection = request.getfixturevalue("azurite") if request.param == "azure_table" else None
     ledger = ledger_uri(request.param, tmp_path, unique_name)
-    return lambda rows: Scenario(tmp_path, ledger, connection, rows)
+    return lambda rows, lineage: Scenario(tmp_path, ledger, connection, rows, lineage)
 
 
 BATCHED = {"batch_files": 10, "lease_seconds": LEASE}
 STREAMED = {"stream_bytes": 1, "lease_seconds": LEASE}
+AS_IS = {"stream_bytes": 1, "lineage": False, "lease_seconds": LEASE}
+"""Streamed files with the table's columns: copied into the table as they are."""
 STREAMED_ROWS = 300_000
 """Several 64K-row batches per file: delta-rs has written data files when the stream ends."""
 MATRIX = [
@@ -109,18 +112,23 @@ MATRIX = [
     ("during_write", STREAMED),
     ("after_commit", STREAMED),
     ("during_complete", STREAMED),
+    ("during_write", AS_IS),
+    ("after_commit", AS_IS),
 ]
+KINDS = {id(BATCHED): "batched", id(STREAMED): "streamed", id(AS_IS): "as_is"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("point", "options"), MATRIX,
-    ids=[f"{p}-{'streamed' if o is STREAMED else 'batched'}" for p, o in MATRIX],
+    ids=[f"{p}-{KINDS[id(o)]}" for p, o in MATRIX],
 )
 def test_killed_worker_is_recovered_by_redelivery_exactly_once(
     make_scenario, point: str, options: dict, monkeypatch
 ):
-    scenario = make_scenario(STREAMED_ROWS if options is STREAMED else ROWS)
+    scenario = make_scenario(
+        ROWS if options is BATCHED else STREAMED_ROWS, options.get("lineage", True)
+    )
     before = log_commits(scenario.table)
     code = kill_at(point, monkeypatch, scenario.table, scenario.ledger, scenario.paths, options,
                    scenario.connection)

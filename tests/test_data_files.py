@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -202,3 +204,67 @@ def test_a_commit_from_a_stale_snapshot_fails_when_the_txn_landed_meanwhile(tmp_
     with pytest.raises(CommitFailedError):
         stale.commit_files(stale_table, files(), schema, other)
     assert sorted(id_counts(uri).elements()) == [7, 7]
+
+
+# -- parquet committed as it is (no lineage, no transform, the table's columns) ---------
+
+
+def _sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_a_parquet_file_needing_no_rewrite_is_committed_byte_for_byte(
+    landing: Path, table_uri: str
+):
+    first = write_parquet(landing / "a.parquet", start=0, rows=1_000)
+    second = write_parquet(landing / "b.parquet", start=1_000, rows=1_000)
+    with IdempotentIngestor(table=table_uri, stream_bytes=STREAM, lineage=False) as ing:
+        results = [ing.ingest_file(str(p)) for p in (first, second, first)]
+    assert [r.status for r in results] == ["ingested", "ingested", "skipped"]
+    assert [r.rows for r in results[:2]] == [1_000, 1_000]
+    assert sorted(_sha(f) for f in DeltaTable(table_uri).file_uris()) == sorted(
+        [_sha(first), _sha(second)]
+    )
+    assert sorted(id_counts(table_uri)) == list(range(2_000))
+    assert DeltaTable(table_uri).transaction_version(app_id(results[1].sha256 or "")) == 1
+
+
+def test_a_file_whose_columns_differ_from_the_table_is_rewritten(landing: Path, table_uri: str):
+    write_parquet(landing / "a.parquet", start=0, rows=10)
+    narrow = landing / "narrow.parquet"
+    pq.write_table(pa.table({"id": pa.array([50, 51], pa.int32())}), narrow)
+    with IdempotentIngestor(table=table_uri, stream_bytes=STREAM, lineage=False) as ing:
+        ing.ingest_file(str(landing / "a.parquet"))
+        assert ing.ingest_file(str(narrow)).status == "ingested"
+    assert _sha(narrow) not in {_sha(f) for f in DeltaTable(table_uri).file_uris()}
+    assert read_table(table_uri).schema.field("id").type == pa.int64()
+    assert sorted(id_counts(table_uri))[-2:] == [50, 51]
+
+
+def test_with_lineage_or_gzip_the_file_is_rewritten(landing: Path, table_uri: str, tmp_path: Path):
+    plain = write_parquet(landing / "a.parquet", start=0, rows=10)
+    zipped = landing / "b.parquet.gz"
+    zipped.write_bytes(gzip.compress(write_parquet(tmp_path / "b.parquet", 10, 10).read_bytes()))
+    with IdempotentIngestor(table=table_uri, stream_bytes=STREAM) as ing:
+        ing.ingest_file(str(plain))
+    with IdempotentIngestor(table=table_uri + "2", stream_bytes=STREAM, lineage=False) as ing:
+        assert ing.ingest_file(str(zipped)).status == "ingested"
+    for uri in (table_uri, table_uri + "2"):
+        assert {_sha(f) for f in DeltaTable(uri).file_uris()}.isdisjoint(
+            {_sha(plain), _sha(zipped)}
+        )
+
+
+def test_a_corrupt_page_behind_a_sound_footer_is_quarantined_not_copied(
+    landing: Path, table_uri: str
+):
+    path = landing / "bad.parquet"
+    pq.write_table(pa.table({"id": list(range(100_000))}), path, compression="snappy")
+    data = bytearray(path.read_bytes())
+    data[4:2_004] = bytes(2_000)  # the first page header and data; the footer is intact
+    path.write_bytes(bytes(data))
+    assert pq.read_metadata(path).num_rows == 100_000
+    with IdempotentIngestor(table=table_uri, stream_bytes=STREAM, lineage=False) as ing:
+        result = ing.ingest_file(str(path))
+    assert result.status == "quarantined" and "bad.parquet" in (result.error or "")
+    assert not Path(table_uri).exists() or not list(Path(table_uri).glob("*.parquet"))
