@@ -2,7 +2,7 @@
 
     (Azurite listening on 127.0.0.1:10000-10002, e.g. started by the test fixture)
     INGEST_STORAGE_CONNECTION=UseDevelopmentStorage=true   # the default when unset
-    python bench/azurite_latency.py [--levels 100,1000] [--files 30] [--cold 5]
+    python bench/azurite_latency.py [--levels 100,1000] [--files 30] [--cold 5] [--batch 100]
 
 The event-driven shape: one long-lived ingestor (as in a Functions host)
 ingests one small parquet blob (100 rows) per call, each its own Delta commit.
@@ -12,7 +12,10 @@ At each table version level, min/median/max seconds of:
                    claim, guarded commit, complete;
 - duplicate, warm: `ingest_file` of a renamed copy of a blob already in: the
                    skip path (download + hash, claim finds `succeeded`);
-- new blob, cold:  a new ingestor per blob (its first call loads the table).
+- new blob, cold:  a new ingestor per blob (its first call loads the table);
+- batched, per file: --batch new blobs under one prefix ingested by one run
+                   with default settings (one commit for all of them), wall
+                   time over the number of blobs; 3 runs.
 
 The table is filled to each level with one commit per file (batch_files=1);
 filling to 1000 takes a few minutes.
@@ -107,6 +110,7 @@ def main() -> None:
     parser.add_argument("--levels", default="100,1000", help="table versions to measure at")
     parser.add_argument("--files", type=int, default=30, help="blobs measured per level (warm)")
     parser.add_argument("--cold", type=int, default=5, help="blobs measured per level (cold)")
+    parser.add_argument("--batch", type=int, default=100, help="blobs per batched run")
     args = parser.parse_args()
     connection = os.environ.get("INGEST_STORAGE_CONNECTION") or "UseDevelopmentStorage=true"
     bench = Bench(StorageConfig(connection_string=connection))
@@ -134,13 +138,23 @@ def main() -> None:
                     with bench.ingestor(batch_files=1) as fresh:
                         timed(fresh, uri, "ingested")
                     cold.append(time.perf_counter() - started)
+                batched = []
+                with bench.ingestor() as default:
+                    for run in range(3):
+                        uris = bench.put(f"batch{level}-{run}", args.batch)
+                        started = time.perf_counter()
+                        stats = default.ingest_directory(f"{bench.root}batch{level}-{run}/")
+                        batched.append((time.perf_counter() - started) / len(uris))
+                        if stats.ingested != len(uris):
+                            raise SystemExit(f"batched run: {stats.counts}")
                 lines += [
                     header(f"table at version {version}"),
                     row(f"new blob, warm (n={len(new)})", new, "s", "{:.3f}"),
                     row(f"duplicate, warm (n={len(dup)})", dup, "s", "{:.3f}"),
                     row(f"new blob, cold (n={len(cold)})", cold, "s", "{:.3f}"),
+                    row(f"batched, per file (3 x {args.batch})", batched, "s", "{:.3f}"),
                 ]
-                print("\n".join(lines[-4:]))
+                print("\n".join(lines[-5:]))
     finally:
         bench.cleanup()
     print("\n" + "\n".join(lines))

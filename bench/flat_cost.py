@@ -1,10 +1,15 @@
 """Per-file cost as the table grows: at table version ~100 and ~5,000.
 
-Builds a local Delta table up to each version with tiny appends (delta-rs writes
-a checkpoint every 100 commits), then, with one long-lived IdempotentIngestor,
+Builds one local Delta table per version with tiny appends (delta-rs writes a
+checkpoint every 100 commits), then, with one long-lived IdempotentIngestor,
 measures (a) --files small files one commit each (batch of 1: what one event per
 file costs) and (b) --batched files in default batches (what a backfill costs per
 file). Prints min/median/max per file and the ratios high/low of the medians.
+
+Each version gets a table of its own with the same ingestion history, so the
+two differ only in their version: the number of transaction ids a table holds
+costs time on its own (bench/README.md, finding 4), and measuring the high
+version on the table the low one had filled with ids mixed both up.
 
     python bench/flat_cost.py --low 100 --high 5000 --files 40 --batched 400
 """
@@ -92,9 +97,10 @@ def main() -> None:
                         help="files per batched run (3 runs per version)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        uri, landing = str(Path(tmp) / "table"), Path(tmp) / "landing"
+        landing = Path(tmp) / "landing"
         single, batched = {}, {}
         for n, version in enumerate((args.low, args.high)):
+            uri = str(Path(tmp) / f"table-v{version}")
             began = time.perf_counter()
             grow(uri, version)
             print(f"grew the table to version {version} in {time.perf_counter() - began:.1f} s")

@@ -8,7 +8,7 @@ Every measurement is a whole separate process on a fresh table:
 - floor:   one process reads the 500 files and writes them in ONE
            write_deltalake commit (no hashing, no ledger, no lineage);
 - ours:    python -m ingest_core.cli run DIR --table T --json (fresh table
-           and SQLite ledger; default batching, 200 files per commit);
+           and SQLite ledger; default batching: 500 files per commit, one commit);
 - rerun:   the same command again on that table: every file must be skipped;
 - import:  python -c "import pyarrow.parquet, deltalake" (what any process pays);
 - per-file (--per-file): one process, one write_deltalake commit per file

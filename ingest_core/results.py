@@ -30,8 +30,8 @@ class IngestResult:
     """The table it went to, in a routed run (None otherwise)."""
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-ready view."""
-        return dataclasses.asdict(self)
+        """A JSON-ready view (every field is a scalar: no deep copy, unlike `asdict`)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 @dataclass
