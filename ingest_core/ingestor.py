@@ -551,11 +551,14 @@ class IdempotentIngestor:
         one), and no lineage, route capture or transform adds to its rows. Every
         row is still decoded once, so a corrupt page is refused, not committed.
         """
+        from ingest_core.formats import format_of
+
         if (
             self.config.lineage
             or self._transform is not None
             or work.file.columns
             or not is_local(target.uri)
+            or format_of(work.file.uri, self.config.format) != "parquet"
         ):
             return None
         from ingest_core.data_files import copy_file, delta_schema, writable
