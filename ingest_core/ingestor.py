@@ -696,12 +696,16 @@ def _only_write_leftovers(folder: Path) -> bool:
     """Whether a folder holds only what a writer killed before its first commit leaves.
 
     That is data files, their staging copies, and partition folders (``key=value``) of them.
+    Names are judged as listed: a rival still writing renames its staging copies and may
+    create `_delta_log` meanwhile, so an entry can be gone by the time it is looked at.
     """
-    return all(
-        (entry.is_file() and _DATA_FILE.fullmatch(entry.name) is not None)
-        or (entry.is_dir() and "=" in entry.name and _only_write_leftovers(entry))
-        for entry in folder.iterdir()
-    )
+    for entry in folder.iterdir():
+        if entry.name == "_delta_log" or _DATA_FILE.fullmatch(entry.name):
+            continue
+        if "=" in entry.name and entry.is_dir() and _only_write_leftovers(entry):
+            continue
+        return False
+    return True
 
 
 def _check_table_uri(uri: str) -> None:

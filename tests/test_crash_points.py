@@ -267,3 +267,19 @@ def test_killed_worker_on_abfs_is_recovered_exactly_once(
     finally:
         for name in (f"{unique_name}-landing", f"{unique_name}-lake"):
             service.delete_container(name)
+
+
+def test_a_rival_finishing_its_first_write_meanwhile_does_not_block_the_table(
+    tmp_path: Path, table_uri: str, monkeypatch: pytest.MonkeyPatch
+):
+    # the listing is taken while a rival writes: its staging copy is renamed and its
+    # _delta_log created before each listed entry is looked at
+    Path(table_uri).mkdir(parents=True)
+    (Path(table_uri) / _PART).write_bytes(b"renamed from its staging copy")
+    listed = [Path(table_uri) / (_PART + "#2"), Path(table_uri) / _PART,
+              Path(table_uri) / "_delta_log"]
+    real_iterdir = Path.iterdir
+    monkeypatch.setattr(
+        Path, "iterdir", lambda self: iter(listed) if str(self) == table_uri else real_iterdir(self)
+    )
+    IdempotentIngestor(table=table_uri).close()
