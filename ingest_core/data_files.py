@@ -119,7 +119,6 @@ def write_files(
                 dictionary_pagesize_limit=DICTIONARY_BYTES,
             )
         writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
-        del rows
         # mimalloc keeps freed pages: without this, peak RSS ~60 MiB higher (measured)
         pa.default_memory_pool().release_unused()
 

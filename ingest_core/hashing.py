@@ -22,12 +22,6 @@ def hash_chunks(chunks: Iterable[bytes], spool: BinaryIO | None = None) -> tuple
     return digest.hexdigest(), size
 
 
-def read_chunks(stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES) -> Iterable[bytes]:
-    """Yield a binary stream in chunks of at most `chunk_bytes`."""
-    while chunk := stream.read(chunk_bytes):
-        yield chunk
-
-
 def file_sha256(path: str, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, int]:
     """SHA-256 and size of a local file, read in chunks into one reused buffer.
 

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
+from exactly_once import log_commits
 from helpers import id_counts, read_table, write_parquet
 
 from ingest_core import IdempotentIngestor, data_files
@@ -23,15 +24,6 @@ from ingest_core.delta import DeltaTarget, FileEntry, app_id
 from ingest_core.ledger import open_ledger
 
 STREAM = 1  # stream_bytes: every file takes the streaming path
-
-
-def _commits(uri: str) -> list[dict]:
-    log = Path(uri) / "_delta_log"
-    return [
-        json.loads(line)
-        for path in sorted(log.glob("*.json"))
-        for line in path.read_text().splitlines()
-    ]
 
 
 def test_a_streamed_file_is_written_by_pyarrow_and_committed_with_its_txn(
@@ -45,7 +37,7 @@ def test_a_streamed_file_is_written_by_pyarrow_and_committed_with_its_txn(
     assert result.status == "ingested" and result.rows == 50_000
     assert again.status == "skipped"
     assert sorted(id_counts(table_uri)) == list(range(50_000))
-    actions = _commits(table_uri)
+    actions = [a for commit in log_commits(table_uri).values() for a in commit]
     # pyarrow's writer: a commit of add actions, not delta-rs's WRITE
     assert any(a.get("commitInfo", {}).get("operation") == "CREATE TABLE" for a in actions)
     [add] = [a["add"] for a in actions if "add" in a]
