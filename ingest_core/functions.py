@@ -29,7 +29,7 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 
@@ -42,17 +42,13 @@ from ingest_core.errors import (
 )
 from ingest_core.events import LandingPolicy, Verdict, redact, screen_blob, screen_event
 from ingest_core.ledger import STATUSES, BaseLedger, open_ledger
-from ingest_core.maintenance import (
-    MaintenanceReport,
-    RedriveReport,
-    maintain,
-    present_file,
-    redrive,
-    redrive_routed,
-    routed_tables,
-)
+from ingest_core.maintenance import RedriveReport, redrive, routed_tables
 from ingest_core.results import IngestResult
 from ingest_core.routing import Routes, load_routes
+from ingest_core.session import Session
+
+if TYPE_CHECKING:
+    from ingest_core.delta.maintain import MaintenanceReport
 
 logger = logging.getLogger("ingest_core.functions")
 
@@ -190,18 +186,9 @@ def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestRe
 
 def _ingest_url(url: str, config: IngestConfig) -> IngestResult | None:
     """Ingest the blob at `url` into its routed table, or the app's; None when it is gone."""
-    routes = app_routes(config)
-    if routes is not None:
-        from ingest_core.routed import RoutedIngest
-
-        with RoutedIngest(routes, config) as routed:
-            file = present_file(routed, url)
-            return None if file is None else routed.ingest_one(file)
-    from ingest_core.ingestor import IdempotentIngestor
-
-    with IdempotentIngestor(config=config) as ingestor:
-        file = present_file(ingestor, url)
-        return None if file is None else next(iter(ingestor.ingest([file])))
+    with Session(config, app_routes(config)) as session:
+        file = session.present(url)
+        return None if file is None else session.ingest_one(file)
 
 
 def raise_for_platform(result: IngestResult) -> None:
@@ -359,7 +346,7 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
     table is compacted and checkpointed. A table that fails is logged and the
     others are still maintained; the function then raises, naming the tables.
     """
-    from ingest_core.ingestor import IdempotentIngestor
+    from ingest_core.delta.maintain import maintain
 
     config = app_config()
 
@@ -372,32 +359,26 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
         _log_configuration_error(exc)
         raise
     if routes is None:
-        with IdempotentIngestor(config=config) as ingestor:
-            redriven = redrive(ingestor, log)
+        with Session(config) as session:
+            redriven = redrive(session, on_result=log)
         report = maintain(config)
         _log_maintenance(report, redriven, past_due)
         return [report]
-    from ingest_core.routed import RoutedIngest
-
     reports: list[MaintenanceReport] = []
     failed: list[str] = []
-    ledger = open_ledger(routed_ledger_uri(config), config.storage)
-    try:
-        with RoutedIngest(routes, config) as routed:
-            for table in routed_tables(routes, ledger):
-                try:
-                    redriven = redrive_routed(routed, ledger, table, log)
-                    report = maintain(config.replace(table_uri=table))
-                except Exception as exc:
-                    error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
-                    line = {"event": "maintenance_error", "table": redact(table), "error": error}
-                    logger.error(json.dumps(line))
-                    failed.append(redact(table))
-                    continue
-                _log_maintenance(report, redriven, past_due)
-                reports.append(report)
-    finally:
-        ledger.close()
+    with Session(config, routes) as session:
+        for table in routed_tables(routes, session.unrouted_ledger()):
+            try:
+                redriven = redrive(session, table, log)
+                report = maintain(config.replace(table_uri=table))
+            except Exception as exc:
+                error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
+                line = {"event": "maintenance_error", "table": redact(table), "error": error}
+                logger.error(json.dumps(line))
+                failed.append(redact(table))
+                continue
+            _log_maintenance(report, redriven, past_due)
+            reports.append(report)
     if failed:
         raise IngestError(f"maintenance failed for {', '.join(failed)}; see the log lines")
     return reports

@@ -21,20 +21,21 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 from ingest_core.config import IngestConfig, StorageConfig, is_local, local_path, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.events import LandingPolicy, redact, screen_event
 from ingest_core.ledger import FAILED, PROCESSING, QUARANTINED, SUCCEEDED, FileRecord, open_ledger
-from ingest_core.maintenance import due_for_redrive, open_table, redrive
-from ingest_core.results import IngestResult, RunStats
+from ingest_core.maintenance import due_for_redrive, redrive
+from ingest_core.results import RunStats
 from ingest_core.sources import SourceFile, source_for
 
 if TYPE_CHECKING:
     from ingest_core.eventgrid_publish import PublishedEvent
     from ingest_core.ingestor import IdempotentIngestor
     from ingest_core.ledger import BaseLedger
+    from ingest_core.session import Session
 
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 Via = Literal["direct", "eventgrid"]
@@ -50,38 +51,11 @@ def no_progress(total: int) -> Iterator[Advance]:
     yield lambda _item: None
 
 
-class Runner(Protocol):
-    """What re-drives listed files: an `IdempotentIngestor`, or a `RoutedIngest`."""
+def open_runner(config: IngestConfig) -> Session:
+    """The session `config` asks for: its routes when it names no table, else its table."""
+    from ingest_core.session import Session
 
-    def list_sources(self, roots: Sequence[str]) -> list[SourceFile]:
-        """Every file under the roots."""
-        ...
-
-    def run(
-        self, files: Sequence[SourceFile], on_result: Callable[[IngestResult], None] | None = None
-    ) -> RunStats:
-        """Ingest the files."""
-        ...
-
-    def close(self) -> None:
-        """Release the ledgers."""
-        ...
-
-
-def open_runner(config: IngestConfig) -> Runner:
-    """A router when `config.routes` is set and no table is, else an ingestor of the table."""
-    if config.routes and not config.table_uri:
-        from ingest_core.routed import RoutedIngest
-        from ingest_core.routing import load_routes
-
-        return RoutedIngest(load_routes(config.routes), config)
-    if not config.table_uri:
-        raise ConfigurationError(
-            "no table: pass --table URI or --routes FILE (or set INGEST_TABLE_URI or INGEST_ROUTES)"
-        )
-    from ingest_core.ingestor import IdempotentIngestor
-
-    return IdempotentIngestor(config=config)
+    return Session.of(config)
 
 
 # -- replay -------------------------------------------------------------------------
@@ -141,16 +115,10 @@ def replay_sources(
 
     Files whose content is in the table already are skipped.
     """
-    from ingest_core.ingestor import IdempotentIngestor
-
     runner = open_runner(config)
     try:
         files = list_files(sources, config.storage)
         with progress(len(files)) as advance:
-            if isinstance(runner, IdempotentIngestor) and config.workers > 1 and len(files) > 1:
-                from ingest_core.parallel import run_parallel
-
-                return ReplayReport(via="direct", stats=run_parallel(config, files, advance))
             return ReplayReport(via="direct", stats=runner.run(files, advance))
     finally:
         runner.close()
@@ -244,7 +212,7 @@ def _publish(
             client.close()
 
 
-def _present(runner: Runner, url: str) -> SourceFile | None:
+def _present(runner: Session, url: str) -> SourceFile | None:
     """The blob at `url` as its source lists it; None when it is gone."""
     from azure.core.exceptions import ResourceNotFoundError
 
@@ -353,7 +321,7 @@ def sweep(
         report.listed = len(files)
         due: list[tuple[IdempotentIngestor, list[SourceFile], str | None]] = []
         for ingestor, group, routed_table in _targets(runner, files, report):
-            chosen = _missed(ingestor.ledger, ingestor.table, group, config.storage, report)
+            chosen = _missed(ingestor.ledger, ingestor.table_key, group, config.storage, report)
             if chosen:
                 due.append((ingestor, chosen, routed_table))
         with progress(sum(len(g) for _, g, _ in due)) as advance:
@@ -369,20 +337,13 @@ def sweep(
 
 
 def _targets(
-    runner: Runner, files: list[SourceFile], report: SweepReport
+    runner: Session, files: list[SourceFile], report: SweepReport
 ) -> Iterator[tuple[IdempotentIngestor, list[SourceFile], str | None]]:
     """Each table's ingestor with its files (one group unless routed); notes unrouted files."""
-    from ingest_core.ingestor import IdempotentIngestor
-    from ingest_core.routed import RoutedIngest
-
-    if isinstance(runner, IdempotentIngestor):
-        yield runner, files, None
-        return
-    assert isinstance(runner, RoutedIngest)
     plan = runner.plan(files)
     report.unrouted.extend(f.uri for f in plan.unrouted)
     for target, group in plan.groups.items():
-        yield runner.ingestor(target), group, target.table_uri
+        yield runner.ingestor(target), group, target.table_uri if runner.routed else None
 
 
 def _missed(
@@ -484,11 +445,12 @@ def retry(
     With `include_quarantined`, quarantined rows are released first (fresh
     attempts), for when the operator has fixed what made them fail.
     """
-    from ingest_core.ingestor import IdempotentIngestor
+    from ingest_core.session import Session
 
     report = RetryReport()
-    with IdempotentIngestor(config=config) as ingestor:
-        ledger, table = ingestor.ledger, ingestor.table
+    with Session(config) as session:
+        table = table_key(config.table_uri)
+        ledger = session.ledger_of(table)
         if sha256 is None:
             if include_quarantined:
                 for row in ledger.records(table=table, status=QUARANTINED):
@@ -497,7 +459,7 @@ def retry(
         else:
             records = _one_for_retry(ledger, table, sha256.lower(), include_quarantined, report)
         with progress(len(records)) as advance:
-            redriven = redrive(ingestor, advance, records)
+            redriven = redrive(session, table, advance, records)
     report.stats, report.gone = redriven.stats, redriven.gone
     return report
 
@@ -682,6 +644,8 @@ def _delta_check(row: FileRecord, storage: StorageConfig) -> dict[str, Any]:
     if row.table == UNROUTED_TABLE:
         return check
     try:
+        from ingest_core.delta import open_table
+
         dt = open_table(row.table, storage)
         if dt is None:
             in_log = False

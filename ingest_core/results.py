@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,6 +40,20 @@ class RunStats:
     """The outcomes of a run, with counts per status."""
 
     files: list[IngestResult] = field(default_factory=list)
+
+    @classmethod
+    def collect(
+        cls,
+        results: Iterable[IngestResult],
+        on_result: Callable[[IngestResult], None] | None = None,
+    ) -> RunStats:
+        """The stats of `results`, calling `on_result` as each one arrives."""
+        stats = cls()
+        for result in results:
+            stats.add(result)
+            if on_result is not None:
+                on_result(result)
+        return stats
 
     def add(self, result: IngestResult) -> None:
         """Count one more file."""

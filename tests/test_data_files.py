@@ -18,9 +18,9 @@ from deltalake.exceptions import CommitFailedError
 from exactly_once import log_commits
 from helpers import id_counts, read_table, write_parquet
 
-from ingest_core import IdempotentIngestor, data_files
-from ingest_core.data_files import file_stats, writable, write_files
-from ingest_core.delta import DeltaTarget, FileEntry, app_id
+from ingest_core import IdempotentIngestor
+from ingest_core.delta import DeltaTarget, FileEntry, app_id, data_files
+from ingest_core.delta.data_files import file_stats, writable, write_files
 from ingest_core.ledger import open_ledger
 
 STREAM = 1  # stream_bytes: every file takes the streaming path

@@ -17,9 +17,11 @@ from helpers import id_counts, write_parquet
 from ingest_core import IdempotentIngestor
 from ingest_core.config import IngestConfig, table_key
 from ingest_core.delta import app_id
+from ingest_core.delta.maintain import maintain
 from ingest_core.functions import app_config
 from ingest_core.ledger import open_ledger
-from ingest_core.maintenance import due_for_redrive, maintain, redrive
+from ingest_core.maintenance import due_for_redrive, redrive
+from ingest_core.session import Session
 
 
 @pytest.fixture
@@ -86,8 +88,8 @@ def test_redrive_takes_failed_and_stalled_files_again(table_uri, ledger_uri, lan
     _stuck(ledger_uri, table_uri, failed, failed=True)
     _stuck(ledger_uri, table_uri, stalled, failed=False)
     time.sleep(0.05)
-    with IdempotentIngestor(table_uri, ledger_uri) as ingestor:
-        report = redrive(ingestor)
+    with Session(IngestConfig(table_uri=table_uri, ledger_uri=ledger_uri)) as session:
+        report = redrive(session)
     assert report.stats.counts["ingested"] == 2 and report.gone == []
     rows = {r.path: r for r in open_ledger(ledger_uri).records()}
     assert {r.status for r in rows.values()} == {"succeeded"}
@@ -100,17 +102,19 @@ def test_redrive_leaves_live_leases_and_exhausted_files(table_uri, ledger_uri, l
     exhausted = write_parquet(landing / "exhausted.parquet", start=10)
     _stuck(ledger_uri, table_uri, live, failed=False, lease=300)
     _stuck(ledger_uri, table_uri, exhausted, failed=True)
-    with IdempotentIngestor(table_uri, ledger_uri, max_attempts=1) as ingestor:
-        assert due_for_redrive(ingestor.ledger, ingestor.table, 1) == []
-        assert redrive(ingestor).stats.files == []
+    config = IngestConfig(table_uri=table_uri, ledger_uri=ledger_uri, max_attempts=1)
+    with Session(config) as session:
+        ingestor = session.ingestor(config)
+        assert due_for_redrive(ingestor.ledger, ingestor.table_key, 1) == []
+        assert redrive(session).stats.files == []
 
 
 def test_redrive_reports_files_gone_from_their_path(table_uri, ledger_uri, landing):
     vanished = write_parquet(landing / "vanished.parquet", start=1)
     _stuck(ledger_uri, table_uri, vanished, failed=True)
     os.unlink(vanished)
-    with IdempotentIngestor(table_uri, ledger_uri) as ingestor:
-        report = redrive(ingestor)
+    with Session(IngestConfig(table_uri=table_uri, ledger_uri=ledger_uri)) as session:
+        report = redrive(session)
     assert [r.path for r in report.gone] == [str(vanished)]
     assert report.stats.files == []
     assert [r.status for r in open_ledger(ledger_uri).records()] == ["failed"]
@@ -170,8 +174,9 @@ def test_redrive_reads_blobs_by_their_recorded_url(azurite, unique_name, table_u
         ledger.close()
         container.delete_blob("in/gone.csv")
         storage = StorageConfig(connection_string=azurite)
-        with IdempotentIngestor(table_uri, ledger_uri, storage=storage) as ingestor:
-            report = redrive(ingestor)
+        config = IngestConfig(table_uri=table_uri, ledger_uri=ledger_uri, storage=storage)
+        with Session(config) as session:
+            report = redrive(session)
         assert [r.path for r in report.stats.files] == [f"{base}/a.csv"]
         assert report.stats.counts["ingested"] == 1
         assert [r.path for r in report.gone] == [f"{base}/gone.csv"]

@@ -76,16 +76,9 @@ def run(
         batch_files=batch_files,
         batch_seconds=batch_seconds,
     )
-    if config.routes and not table_uri:
-        from ingest_core.cli.routes_commands import ingest_routed
-
-        stats = ingest_routed(config, list(sources), show_progress=not as_json)
-    elif not config.table_uri:
-        raise ConfigurationError(
-            "no table: pass --table URI or --routes FILE (or set INGEST_TABLE_URI or INGEST_ROUTES)"
-        )
-    else:
-        stats = ingest_sources(config, list(sources), show_progress=not as_json)
+    if config.routes and not table_uri:  # a --table flag wins over INGEST_ROUTES, not the variable
+        config = config.replace(table_uri="")
+    stats = ingest_sources(config, list(sources), show_progress=not as_json)
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:
@@ -94,20 +87,16 @@ def run(
 
 
 def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: bool) -> RunStats:
-    """List the sources and ingest them, in this process or a pool of workers."""
-    from ingest_core.ingestor import IdempotentIngestor
+    """List the sources and ingest them into the table, or the tables their routes name."""
+    from ingest_core.session import Session
 
-    with IdempotentIngestor(config=config) as ingestor:
+    with Session.of(config) as session:
         try:
-            files = ingestor.list_sources(sources)
+            files = session.list_sources(sources)
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         with progress(len(files), show_progress) as advance:
-            if config.workers > 1 and len(files) > 1:
-                from ingest_core.parallel import run_parallel
-
-                return run_parallel(config, files, advance)
-            return ingestor.run(files, advance)
+            return session.run(files, advance)
 
 
 @cli.command()

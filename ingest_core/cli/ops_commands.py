@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ingest_core import maintenance, operations
+from ingest_core import operations
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.config import IngestConfig, from_env
@@ -300,12 +300,14 @@ def maintain(
     """
     if retain_hours is not None and not vacuum:
         raise click.UsageError("--retain-hours goes with --vacuum")
+    from ingest_core.delta import maintain as delta_maintain
+
     config = from_env(table_uri=table_uri)
     if not (compact or checkpoint or cleanup_logs or vacuum):
         compact = checkpoint = cleanup_logs = True
-    report = maintenance.maintain(
+    report = delta_maintain.maintain(
         config, compact=compact, checkpoint=checkpoint, cleanup_logs=cleanup_logs, force=force,
-        vacuum_hours=(retain_hours if retain_hours is not None else maintenance.MIN_VACUUM_HOURS)
+        vacuum_hours=(retain_hours if retain_hours is not None else delta_maintain.MIN_VACUUM_HOURS)
         if vacuum else None,
     )
     if report.version is None:

@@ -7,26 +7,10 @@ import json
 import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, EXIT_USAGE, cli
-from ingest_core.cli.output import progress
-from ingest_core.config import IngestConfig, from_env
+from ingest_core.config import from_env
 from ingest_core.errors import ConfigurationError
-from ingest_core.results import RunStats
 from ingest_core.routing import check_routes, load_routes, read_routes_file, routing_path
 from ingest_core.sources import SourceFile
-
-
-def ingest_routed(config: IngestConfig, sources: list[str], *, show_progress: bool) -> RunStats:
-    """List the sources and send each file to the table its route names (`config.routes`)."""
-    from ingest_core.routed import RoutedIngest
-
-    assert config.routes is not None
-    with RoutedIngest(load_routes(config.routes), config) as routed:
-        try:
-            files = routed.list_sources(sources)
-        except FileNotFoundError as exc:
-            raise ConfigurationError(str(exc)) from None
-        with progress(len(files), show_progress) as advance:
-            return routed.run(files, advance)
 
 
 @cli.group()

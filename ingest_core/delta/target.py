@@ -1,4 +1,4 @@
-"""The Delta side of the protocol: a guarded append through delta-rs.
+"""One Delta table: where it is, how to reach it, and its snapshot, reused.
 
 Every file's rows are committed with a transaction id `ingest-<sha256>` in the
 same commit. Before writing, the caller checks those ids on a snapshot and
@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -26,9 +26,11 @@ from deltalake import (
     WriterProperties,
     write_deltalake,
 )
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
+from ingest_core.config import StorageConfig, is_local, table_key
+from ingest_core.delta.errors import commit_conflict, is_table_created_meanwhile
 from ingest_core.errors import ConfigurationError
 
 APP_ID_PREFIX = "ingest-"
@@ -46,6 +48,57 @@ HISTORY_SEARCH_LIMIT = 2_000
 def app_id(sha256: str) -> str:
     """The Delta transaction id of one content."""
     return APP_ID_PREFIX + sha256
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """Where a Delta table is: its URI, its ledger key, and how to reach its storage.
+
+    Built once per table (`TableRef.of`); `storage_options()` is asked again for
+    each load, since under Entra identity it carries a bearer token renewed
+    near expiry.
+    """
+
+    uri: str
+    key: str
+    """The ledger's name for the table (`config.table_key`)."""
+    storage: StorageConfig = field(default_factory=StorageConfig, compare=False)
+
+    @classmethod
+    def of(cls, uri: str, storage: StorageConfig | None = None) -> TableRef:
+        """The reference of the table at `uri` (a local path or abfs(s):// URI)."""
+        return cls(uri=uri, key=table_key(uri), storage=storage or StorageConfig())
+
+    @property
+    def is_local(self) -> bool:
+        """True for a table on a local path."""
+        return is_local(self.uri)
+
+    def storage_options(self) -> dict[str, str] | None:
+        """deltalake storage options (None for a local table); cheap to ask again."""
+        if self.is_local:
+            return None
+        from ingest_core.azure.auth import delta_storage_options
+
+        return delta_storage_options(self.uri, self.storage)
+
+    def load(self, version: int | None = None) -> DeltaTable | None:
+        """The table (at `version`, else the latest), or None when it does not exist yet."""
+        try:
+            return DeltaTable(self.uri, version=version, storage_options=self.storage_options())
+        except TableNotFoundError:
+            return None
+        except OSError as exc:
+            if "ContainerNotFound" not in str(exc):
+                raise
+            raise ConfigurationError(
+                f"table {self.uri}: its container does not exist; create it or fix the table URI"
+            ) from None
+
+
+def open_table(uri: str, storage: StorageConfig) -> DeltaTable | None:
+    """The Delta table at `uri` (local or abfs(s)://), or None when it does not exist yet."""
+    return TableRef.of(uri, storage).load()
 
 
 def plain_partitions(
@@ -92,36 +145,35 @@ class DeltaTarget:
     reloaded from the newest checkpoint every `RELOAD_AFTER_COMMITS` versions.
     """
 
-    def __init__(
-        self,
-        uri: str,
-        storage_options: dict[str, str] | None = None,
-        partition_by: Sequence[str] = (),
-    ) -> None:
-        self.uri = uri
-        self.storage_options = storage_options
+    def __init__(self, table: TableRef | str, partition_by: Sequence[str] = ()) -> None:
+        self.ref = table if isinstance(table, TableRef) else TableRef.of(table)
         self.partition_by = tuple(partition_by)
         """Partition columns for creating the table; an existing table keeps its own."""
         self._table: DeltaTable | None = None
+        self._options: dict[str, str] | None = None
         self._loaded_at = -1
 
+    @property
+    def uri(self) -> str:
+        """The table's URI."""
+        return self.ref.uri
+
     def snapshot(self) -> DeltaTable | None:
-        """The latest snapshot (None while the table does not exist yet)."""
-        if self._table is not None:
+        """The latest snapshot (None while the table does not exist yet).
+
+        The loaded snapshot is brought forward incrementally; it is loaded afresh
+        every `RELOAD_AFTER_COMMITS` versions, and when the storage options
+        changed (a renewed bearer token).
+        """
+        options = self.ref.storage_options()
+        if self._table is not None and options == self._options:
             self._table.update_incremental()
             if self._table.version() - self._loaded_at < RELOAD_AFTER_COMMITS:
                 return self._table
-        try:
-            self._table = DeltaTable(self.uri, storage_options=self.storage_options)
-        except TableNotFoundError:
-            return None
-        except OSError as exc:
-            if "ContainerNotFound" not in str(exc):
-                raise
-            raise ConfigurationError(
-                f"table {self.uri}: its container does not exist; create it or fix the table URI"
-            ) from None
-        self._loaded_at = self._table.version()
+        self._options = options
+        self._table = self.ref.load()
+        if self._table is not None:
+            self._loaded_at = self._table.version()
         return self._table
 
     def current(self) -> DeltaTable | None:
@@ -153,7 +205,7 @@ class DeltaTarget:
         That is done on a table of its own: `table` is left as it is, since the
         caller may write from it.
         """
-        latest = DeltaTable(self.uri, storage_options=self.storage_options)
+        latest = self._load()
         top = latest.version()
         history = latest.history(HISTORY_SEARCH_LIMIT)
         latest.update_incremental()
@@ -175,7 +227,7 @@ class DeltaTarget:
         """The first version in `low..high` whose snapshot holds the transaction id of `sha256`."""
         while low < high:
             middle = (low + high) // 2
-            at = DeltaTable(self.uri, version=middle, storage_options=self.storage_options)
+            at = self._load(middle)
             if self.has_landed(at, sha256):
                 high = middle
             else:
@@ -218,7 +270,7 @@ class DeltaTarget:
         # write from a snapshot nobody checked the ids on
         options["mode"] = "error"
         with self._creating():
-            write_deltalake(self.uri, data, storage_options=self.storage_options, **options)
+            write_deltalake(self.uri, data, storage_options=self.ref.storage_options(), **options)
         return 0
 
     def commit_files(
@@ -238,7 +290,7 @@ class DeltaTarget:
             with self._creating():
                 create_table_with_add_actions(
                     self.uri, Schema.from_arrow(schema), actions, mode="error",
-                    storage_options=self.storage_options, commit_properties=properties,
+                    storage_options=self.ref.storage_options(), commit_properties=properties,
                 )
             return 0
         read = table.version()
@@ -249,18 +301,22 @@ class DeltaTarget:
             commit_properties=properties,
         )
         # the call does not move `table`: find the version that took the commit
-        latest = DeltaTable(self.uri, storage_options=self.storage_options).version()
+        latest = self._load().version()
         return self._first_holding(files[0].sha256, read + 1, latest)
+
+    def _load(self, version: int | None = None) -> DeltaTable:
+        """A table of its own (at `version`), leaving the reused snapshot as it is."""
+        return DeltaTable(self.uri, version=version, storage_options=self.ref.storage_options())
 
     @contextmanager
     def _creating(self) -> Iterator[None]:
         """Report a table created by a rival meanwhile as a failed commit."""
         try:
             yield
-        except DeltaError as exc:
-            if isinstance(exc, CommitFailedError) or "already exists" not in str(exc):
+        except Exception as exc:
+            if not is_table_created_meanwhile(exc):
                 raise
-            raise CommitFailedError(f"table {self.uri} was created meanwhile: {exc}") from exc
+            raise commit_conflict(f"table {self.uri} was created meanwhile: {exc}") from exc
 
 
 def _commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProperties:

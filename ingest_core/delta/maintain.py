@@ -1,0 +1,98 @@
+"""Keeping a Delta table cheap to load and write: compact, checkpoint, vacuum, clean logs.
+
+`maintain` compacts the table's small files and writes a checkpoint, so
+loading the table stays cheap however many single-file commits it has taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest_core.config import IngestConfig
+from ingest_core.delta.target import TableRef
+from ingest_core.errors import ConfigurationError
+
+
+@dataclass
+class MaintenanceReport:
+    """What `maintain` did to one table."""
+
+    table: str
+    version: int | None = None
+    """The table's version after maintenance; None when the table does not exist yet."""
+    compaction: dict[str, Any] = field(default_factory=dict)
+    """delta-rs's optimize metrics (numFilesAdded, numFilesRemoved, ...); empty if skipped."""
+    checkpoint_version: int | None = None
+    """The version a checkpoint was written at; None if skipped."""
+    vacuumed: list[str] | None = None
+    """Data files vacuum deleted; None if skipped."""
+    logs_cleaned: bool = False
+    """Whether expired log files were removed (`cleanup_metadata`)."""
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view."""
+        return {
+            "table": self.table,
+            "version": self.version,
+            "compaction": self.compaction,
+            "checkpoint_version": self.checkpoint_version,
+            "vacuumed": self.vacuumed,
+            "logs_cleaned": self.logs_cleaned,
+        }
+
+
+MIN_VACUUM_HOURS = 168
+"""Vacuum retention below this (Delta's default of 7 days) needs `force`."""
+
+
+def maintain(
+    config: IngestConfig,
+    *,
+    compact: bool = True,
+    checkpoint: bool = True,
+    vacuum_hours: float | None = None,
+    cleanup_logs: bool = False,
+    force: bool = False,
+) -> MaintenanceReport:
+    """Compact the table's small files and write a checkpoint; optionally vacuum and clean logs.
+
+    Safe while ingestion runs: compaction rewrites data files without touching
+    the transaction ids that record which files are in. A table that does not
+    exist yet is left alone.
+
+    Args:
+        config: the configuration naming the table (and its storage).
+        compact: bin-pack small data files (`DeltaTable.optimize.compact`).
+        checkpoint: write a checkpoint at the latest version (`create_checkpoint`).
+        vacuum_hours: delete data files no longer referenced for this many hours
+            (`DeltaTable.vacuum`); None: no vacuum.
+        cleanup_logs: remove log files older than the table's log retention
+            (`DeltaTable.cleanup_metadata`); a long log slows every commit.
+        force: allow `vacuum_hours` below `MIN_VACUUM_HOURS` (readers of older
+            versions, and writers still working from them, may then fail).
+    """
+    if vacuum_hours is not None and vacuum_hours < MIN_VACUUM_HOURS and not force:
+        raise ConfigurationError(
+            f"vacuum retention {vacuum_hours:g} h is below {MIN_VACUUM_HOURS} h: readers and "
+            "writers of older versions could lose files; pass a longer retention, or --force"
+        )
+    report = MaintenanceReport(table=config.table_uri)
+    table = TableRef.of(config.table_uri, config.storage).load()
+    if table is None:
+        return report
+    if compact:
+        report.compaction = dict(table.optimize.compact())
+        table.update_incremental()
+    if checkpoint:
+        table.create_checkpoint()
+        report.checkpoint_version = table.version()
+    if vacuum_hours is not None:
+        report.vacuumed = table.vacuum(
+            retention_hours=int(vacuum_hours), dry_run=False, enforce_retention_duration=not force
+        )
+    if cleanup_logs:
+        table.cleanup_metadata()
+        report.logs_cleaned = True
+    report.version = table.version()
+    return report
