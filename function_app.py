@@ -7,9 +7,9 @@ INGEST_LANDING_CONTAINERS and INGEST_MAINTENANCE_SCHEDULE; INGEST_ROUTES (with
 INGEST_LEDGER_URI) routes each blob to its own table instead.
 """
 
-from __future__ import annotations
 
 import azure.functions as func
+import azurefunctions.extensions.bindings.blob as blob
 
 from ingest_core import functions
 
@@ -18,14 +18,14 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 @app.function_name("ingest_on_arrival")
 @app.blob_trigger(
-    arg_name="blob",
+    arg_name="client",
     path="%INGEST_LANDING_PATH%",
     connection="INGEST_STORAGE",
     source=func.BlobSource.EVENT_GRID,
 )
-def ingest_on_arrival(blob: func.InputStream) -> None:
-    """Ingest a blob as it lands; streams it from storage by URL, not from the binding."""
-    functions.on_blob(blob.uri, blob.length, blob.name)
+def ingest_on_arrival(client: blob.BlobClient) -> None:
+    """Ingest a blob as it lands; the host passes a client (no bytes), the body streams from it."""
+    functions.on_blob_client(client)
 
 
 @app.function_name("ingest_replay")

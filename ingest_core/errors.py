@@ -39,6 +39,10 @@ class SourceChangedError(IngestError):
     """The source file changed or vanished while it was being read."""
 
 
+class SourceGoneError(SourceChangedError):
+    """The source file is no longer there (deleted after it was listed or announced)."""
+
+
 class CorruptFileError(IngestError):
     """The file cannot be parsed in its format; it is quarantined."""
 

@@ -28,6 +28,7 @@ import functools
 import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from ingest_core.errors import (
     IngestError,
     InProgressError,
     LedgerUnavailableError,
+    SourceGoneError,
 )
 from ingest_core.events import LandingPolicy, Verdict, redact, screen_blob, screen_event
 from ingest_core.ledger import STATUSES, BaseLedger, open_ledger
@@ -46,8 +48,11 @@ from ingest_core.maintenance import RedriveReport, redrive, routed_tables
 from ingest_core.results import IngestResult
 from ingest_core.routing import Routes, load_routes
 from ingest_core.session import Session
+from ingest_core.sources import SourceFile
 
 if TYPE_CHECKING:
+    from azure.storage.blob import BlobClient
+
     from ingest_core.delta.maintain import MaintenanceReport
 
 logger = logging.getLogger("ingest_core.functions")
@@ -80,16 +85,35 @@ def app_routes(config: IngestConfig) -> Routes | None:
     return parsed_routes(config.routes)
 
 
+SESSIONS_KEPT = 4
+"""Sessions a worker process keeps (one per configuration; more only when settings change)."""
+_sessions: dict[IngestConfig, Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def app_session(config: IngestConfig) -> Session:
+    """This process's session for `config`, opened once and shared by every invocation.
+
+    Invocations run concurrently on the worker's threads; they share its
+    ledger client, its ingestors and each table's group commit, so concurrent
+    events share Delta commits and no event loads a table afresh.
+    """
+    with _sessions_lock:
+        session = _sessions.get(config)
+        if session is None:
+            if len(_sessions) >= SESSIONS_KEPT:
+                _sessions.pop(next(iter(_sessions))).close()
+            session = _sessions[config] = Session(config, app_routes(config))
+        return session
+
+
 @functools.lru_cache(maxsize=8)
 def parsed_routes(value: str) -> Routes:
     """`load_routes(value)` (a routes file's path or its TOML text), once per value.
 
     Keyed by the setting, so a test that changes INGEST_ROUTES only resets
     `app_config`; `parsed_routes.cache_clear()` re-reads a changed routes file.
-    Parsed routes are immutable, so one copy serves every invocation. Ingestors
-    are not cached: invocations run concurrently on the worker's threads, and
-    an ingestor (its ledger connection, Delta snapshot, lease keeper) serves
-    one caller at a time.
+    Parsed routes are immutable, so one copy serves every invocation.
     """
     return load_routes(value)
 
@@ -112,18 +136,32 @@ def routed_ledger_uri(config: IngestConfig) -> str:
 # -- triggers -----------------------------------------------------------------------
 
 
-def on_blob(url: str | None, length: int | None, name: str | None = None) -> IngestResult | None:
-    """Ingest a blob the blob trigger saw, reading it from storage by URL (streamed).
+def on_blob_client(client: BlobClient) -> IngestResult | None:
+    """Ingest the blob the blob trigger bound: a `BlobClient`, a reference the body streams from.
 
-    `name` (`container/path`, the binding's blob name) stands in for a
-    missing URL. Returns the result, or None when the blob was not ingested
-    (ignored, refused, gone). Raises when the platform should retry.
+    The host passes no bytes (SDK-type binding): the blob's size and ETag are
+    read once, then its content is downloaded in chunks, pinned to that ETag.
+    Returns the result, or None when the blob was not ingested (ignored,
+    refused, gone). Raises when the platform should retry.
     """
+    from azure.core.exceptions import ResourceNotFoundError
+
     config = app_config()
-    policy = LandingPolicy.from_config(config)
-    if not url and name:
-        url = policy.url_of(name)
-    return _ingest(screen_blob(url, length, policy), config, trigger="blob")
+    url = client.url.split("?", 1)[0]  # a SAS in the binding's connection is not part of the name
+    try:
+        properties = client.get_blob_properties()
+    except ResourceNotFoundError:
+        _log_drop(Verdict("ignore", None, f"{redact(url)}: no such blob (deleted?)"), "blob")
+        return None
+    verdict = screen_blob(url, properties.size, LandingPolicy.from_config(config))
+    file = None
+    if verdict.accepted:
+        assert verdict.url is not None
+        file = SourceFile(
+            uri=verdict.url, relative=client.blob_name, size=properties.size,
+            etag=properties.etag, client=client,
+        )
+    return _ingest(verdict, config, trigger="blob", file=file)
 
 
 def on_event(event: func.EventGridEvent | func.CloudEvent) -> IngestResult | None:
@@ -134,8 +172,18 @@ def on_event(event: func.EventGridEvent | func.CloudEvent) -> IngestResult | Non
     Raises when the platform should retry.
     """
     config = app_config()
-    verdict = screen_event(event_payload(event), LandingPolicy.from_config(config))
-    return _ingest(verdict, config, trigger="event_grid")
+    payload = event_payload(event)
+    verdict = screen_event(payload, LandingPolicy.from_config(config))
+    file = None
+    if verdict.accepted:
+        assert verdict.url is not None
+        data = payload.get("data") or {}
+        length = data.get("contentLength")
+        file = SourceFile(
+            uri=verdict.url, relative=verdict.url.rsplit("/", 1)[-1],
+            size=length if isinstance(length, int) else None, etag=data.get("eTag"),
+        )
+    return _ingest(verdict, config, trigger="event_grid", file=file)
 
 
 def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any]:
@@ -157,13 +205,17 @@ def event_payload(event: func.EventGridEvent | func.CloudEvent) -> dict[str, Any
     }
 
 
-def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestResult | None:
+def _ingest(
+    verdict: Verdict, config: IngestConfig, *, trigger: str, file: SourceFile | None = None
+) -> IngestResult | None:
     if not verdict.accepted:
         _log_drop(verdict, trigger)
         return None
-    assert verdict.url is not None
+    assert verdict.url is not None and file is not None
     try:
-        result = _ingest_url(verdict.url, config)
+        result: IngestResult | None = app_session(config).ingest_one(file)
+    except SourceGoneError:
+        result = None
     except Exception as exc:
         error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
         line = {
@@ -182,13 +234,6 @@ def _ingest(verdict: Verdict, config: IngestConfig, *, trigger: str) -> IngestRe
     log_result(result, trigger=trigger, event_id=verdict.event_id)
     raise_for_platform(result)
     return result
-
-
-def _ingest_url(url: str, config: IngestConfig) -> IngestResult | None:
-    """Ingest the blob at `url` into its routed table, or the app's; None when it is gone."""
-    with Session(config, app_routes(config)) as session:
-        file = session.present(url)
-        return None if file is None else session.ingest_one(file)
 
 
 def raise_for_platform(result: IngestResult) -> None:

@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest_core.config import IngestConfig, is_local, local_path, table_key
 from ingest_core.delta.folder import check_table_uri
-from ingest_core.errors import ConfigurationError, IngestError
+from ingest_core.errors import ConfigurationError, IngestError, SourceGoneError
 from ingest_core.ledger import BaseLedger, open_ledger
 from ingest_core.pipeline.claim import Claimer, Work
 from ingest_core.pipeline.fetch import Fetcher
@@ -31,7 +35,10 @@ from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile, Sources
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from ingest_core.delta import DeltaTarget, TableRef
+    from ingest_core.delta.group_commit import GroupCommit, Intent
 
 COMMIT_ATTEMPTS = 3
 """Commits retried after a concurrent-commit conflict before the batch is split."""
@@ -96,6 +103,11 @@ class IdempotentIngestor:
         )
         self._reader = Reader(config, self._sources)
         self._delta: DeltaTarget | None = None
+        self._group: GroupCommit | None = None
+        self._direct = threading.Lock()
+        """Held by calls of `ingest_one` that commit on their own (`target` is not thread-safe)."""
+        self._in_flight: dict[str, threading.Event] = {}
+        self._in_flight_lock = threading.Lock()
 
     # -- public API -----------------------------------------------------------
 
@@ -167,9 +179,38 @@ class IdempotentIngestor:
                 batch, batch_bytes = [], 0
         yield from self._commit_batch(batch)
 
+    def ingest_one(self, file: SourceFile) -> IngestResult:
+        """Ingest one file, sharing Delta commits with concurrent calls; safe from many threads.
+
+        What an event-driven caller needs: each call does its own download,
+        hash, claim and read, and writes its data file; the commit carries every
+        file staged by then, in this process and in others (`delta.group_commit`).
+        It returns once the file's rows are committed, by its own commit or by
+        another's. Raises SourceGoneError when the file is not there (nothing is recorded). A file the group commit cannot take (the first of a new
+        table, one bringing new columns, a large one, a partitioned or
+        feature-rich table) gets a commit of its own, as `ingest` would give it.
+        """
+        fetched = self._fetcher.fetch(file)
+        if isinstance(fetched.copy, SourceGoneError):
+            raise fetched.copy
+        if isinstance(fetched.copy, Exception):
+            return self._settler.unread(fetched, fetched.copy)
+        with self._one_at_a_time(fetched.copy.sha256):
+            work = self._claimer.claim(fetched, {})
+            if isinstance(work, IngestResult):
+                return work
+            try:
+                return self._ingest_shared(work)
+            except Exception as exc:
+                return self._failed(work, exc)
+            finally:
+                work.copy.discard()
+
     def close(self) -> None:
-        """Stop lease renewal and close the ledger."""
+        """Stop lease renewal, let staging clean-up finish and close the ledger."""
         self._keeper.close()
+        if self._group is not None:
+            self._group.close()
         self.ledger.close()
 
     def __enter__(self) -> IdempotentIngestor:
@@ -325,6 +366,115 @@ class IdempotentIngestor:
                 counted.counting(stream.batches), counted,
             )
         return self._settler.ingested(work, version, counted.value)
+
+    # -- the shared-commit path ----------------------------------------------------------
+
+    @property
+    def group(self) -> GroupCommit:
+        """This table's group commit (one per ingestor, shared by its threads)."""
+        with self._in_flight_lock:
+            if self._group is None:
+                from ingest_core.delta.group_commit import GroupCommit
+
+                self._group = GroupCommit(self.table_ref)
+            return self._group
+
+    @contextmanager
+    def _one_at_a_time(self, sha256: str) -> Iterator[None]:
+        """Hold one content in this process: a second thread with the same bytes waits.
+
+        Both would claim it under the same owner token; the second then finds it settled.
+        """
+        while True:
+            with self._in_flight_lock:
+                running = self._in_flight.get(sha256)
+                if running is None:
+                    self._in_flight[sha256] = threading.Event()
+                    break
+            running.wait()
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.pop(sha256).set()
+
+    def _ingest_shared(self, work: Work) -> IngestResult:
+        """Stage the file, then commit it with whatever else is staged."""
+        from ingest_core.delta.group_commit import StagedSchemaError
+
+        group = self.group
+        with group.preparing():
+            staged = self._stage(work, group)
+        if isinstance(staged, IngestResult):
+            return staged
+        intent, rows = staged
+        try:
+            committed = group.commit(intent)
+        except StagedSchemaError as exc:
+            return self._settler.error(work, exc, retryable=True)
+        return self._settler.ingested(work, committed.version, committed.rows or rows)
+
+    def _stage(self, work: Work, group: GroupCommit) -> tuple[Intent, int] | IngestResult:
+        """Read, conform and stage one file; its result instead when it goes another way."""
+        from ingest_core.delta.data_files import delta_schema, write_file
+
+        if work.record.attempt > 1:  # an earlier attempt may have committed it: look first
+            found = group.find(work.sha256)
+            if found is not None:
+                return self._settle_found(work, found.version, found.rows)
+        checked_at = group.snapshot_version  # commits after it are read before committing
+        stored = group.table_schema()
+        if work.copy.size > self.config.stream_bytes or not self._stageable(stored):
+            return self._ingest_alone(work)
+        try:
+            self._reader.read_whole(work)
+        except IngestError as exc:
+            return self._settler.error(work, exc)
+        assert stored is not None
+        conformed = self._reader.conform([work], stored)
+        if conformed.refused:
+            return self._settler.error(work, conformed.refused[0][1])
+        table = conformed.ready[0][1]
+        if delta_schema(table.schema) != stored:
+            return self._ingest_alone(work)  # new columns: a commit of its own changes the schema
+        with tempfile.TemporaryDirectory(prefix="ingest-stage-") as folder:
+            local = Path(folder) / "data.parquet"
+            write_file(local, table)
+            intent = group.stage(work.sha256, work.file.uri, local, checked_at)
+        work.data = None
+        return intent, table.num_rows
+
+    def _stageable(self, stored: pa.Schema | None) -> bool:
+        """Whether files of this table can go through the group commit."""
+        from ingest_core.delta.data_files import writable
+
+        if stored is None or self.config.partition_by:
+            return False
+        return writable(self.group.log.base, stored, ())
+
+    def _ingest_alone(self, work: Work) -> IngestResult:
+        """A commit of its own, as `ingest` gives a file (serialised within this process)."""
+        with self._direct:
+            if work.copy.size > self.config.stream_bytes:
+                results = list(self._commit_stream(work))
+            else:
+                if work.data is None:
+                    try:
+                        self._reader.read_whole(work)
+                    except IngestError as exc:
+                        return self._settler.error(work, exc)
+                results = list(self._commit_batch([work]))
+        return results[0]
+
+    def _settle_found(self, work: Work, version: int | None, rows: int | None) -> IngestResult:
+        """The content is in the table already (a commit that carried it before this claim)."""
+        if rows is None:
+            with self._direct:
+                snapshot = self.target.snapshot()
+                if snapshot is not None:
+                    landing = self.target.locate(snapshot, work.sha256)
+                    version, rows = landing.version, landing.rows
+        return self._settler.ingested(work, version, rows)
 
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""

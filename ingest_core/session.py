@@ -25,6 +25,7 @@ key stays (table, sha256): the same bytes routed to two tables land once in each
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -75,6 +76,7 @@ class Session:
         self._sources = Sources(config.storage)
         self._ingestors: dict[IngestConfig, IdempotentIngestor] = {}
         self._unrouted_ledger: BaseLedger | None = None
+        self._opening = threading.RLock()
         if routes is not None:
             self.unrouted_ledger_uri = _unrouted_ledger_uri(routes, config)
         else:
@@ -132,9 +134,10 @@ class Session:
 
         Raises ConfigurationError for an unusable table or ledger, before any file is read.
         """
-        if config not in self._ingestors:
-            self._ingestors[config] = IdempotentIngestor(config=config, owner=self.owner)
-        return self._ingestors[config]
+        with self._opening:
+            if config not in self._ingestors:
+                self._ingestors[config] = IdempotentIngestor(config=config, owner=self.owner)
+            return self._ingestors[config]
 
     def ingest(self, files: Iterable[SourceFile]) -> Iterator[IngestResult]:
         """Ingest `files` in this process, yielding one result per file as it settles.
@@ -152,8 +155,13 @@ class Session:
                 yield self._tagged(result, config)
 
     def ingest_one(self, file: SourceFile) -> IngestResult:
-        """Ingest one file (what an event-driven caller needs)."""
-        return next(iter(self.ingest([file])))
+        """Ingest one file, sharing Delta commits with concurrent calls (`ingest_one` of
+        `IdempotentIngestor`); safe to call from many threads at once."""
+        plan = self.plan([file])
+        if plan.unrouted:
+            return self.record_unrouted(file)
+        [(config, [routed])] = plan.groups.items()
+        return self._tagged(self.ingestor(config).ingest_one(routed), config)
 
     def run(self, files: Iterable[SourceFile], on_result: OnResult | None = None) -> RunStats:
         """Ingest `files`, with `config.workers` processes per table when > 1."""
@@ -221,9 +229,10 @@ class Session:
 
     def unrouted_ledger(self) -> BaseLedger:
         """The ledger holding the rows of unrouted files (a routed session's shared ledger)."""
-        if self._unrouted_ledger is None:
-            self._unrouted_ledger = open_ledger(self.unrouted_ledger_uri, self.config.storage)
-        return self._unrouted_ledger
+        with self._opening:
+            if self._unrouted_ledger is None:
+                self._unrouted_ledger = open_ledger(self.unrouted_ledger_uri, self.config.storage)
+            return self._unrouted_ledger
 
     def close(self) -> None:
         """Close every ingestor and the ledger of unrouted files."""

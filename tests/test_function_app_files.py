@@ -18,12 +18,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def bindings() -> dict[str, list[dict]]:
+def indexed() -> list:
+    """The app's functions as the worker indexes them (`get_functions` runs once per app)."""
     import function_app
 
+    return function_app.app.get_functions()
+
+
+@pytest.fixture(scope="module")
+def bindings(indexed) -> dict[str, list[dict]]:
     return {
         fn.get_function_name(): [json.loads(raw) for raw in fn.get_raw_bindings()]
-        for fn in function_app.app.get_functions()
+        for fn in indexed
     }
 
 
@@ -46,6 +52,21 @@ def test_arrival_is_an_event_grid_sourced_blob_trigger_on_the_landing_setting(bi
     assert trigger["path"] == "%INGEST_LANDING_PATH%"
     assert trigger["connection"] == "INGEST_STORAGE"
     assert trigger["direction"] == "IN"
+
+
+def test_arrival_takes_a_blob_client_so_the_host_passes_no_bytes(indexed):
+    """As the Python worker indexes it: the parameter's type decides deferred binding."""
+    import typing
+    from types import SimpleNamespace
+
+    from azurefunctions.extensions.base.utils import get_raw_bindings
+
+    [fn] = [f for f in indexed if f.get_function_name() == "ingest_on_arrival"]
+    hints = typing.get_type_hints(fn.get_user_function())
+    types = {name: SimpleNamespace(pytype=t) for name, t in hints.items() if name != "return"}
+    raw, _ = get_raw_bindings(fn, types)
+    [trigger] = [json.loads(r) for r in raw]
+    assert trigger["properties"] == {"SupportsDeferredBinding": True}
 
 
 def test_replay_is_an_event_grid_trigger(bindings):

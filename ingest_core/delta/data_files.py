@@ -135,6 +135,14 @@ def write_files(
     return [add_action(path, root) for path in written]
 
 
+def write_file(path: Path, table: pa.Table) -> None:
+    """Write a small table as one parquet file, encoded as `write_files` encodes them."""
+    pq.write_table(
+        table, path, compression="snappy", store_schema=False, row_group_size=ROW_GROUP_ROWS,
+        dictionary_pagesize_limit=DICTIONARY_BYTES,
+    )
+
+
 def copy_file(root: Path, source: Path) -> list[AddAction]:
     """Copy a parquet file into the table folder byte for byte; its add action.
 

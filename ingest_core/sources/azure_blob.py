@@ -20,7 +20,7 @@ from ingest_core.azure.auth import blob_service, datalake_service
 from ingest_core.azure.settings import AccountSettings, account_settings
 from ingest_core.azure.urls import BlobLocation, parse_blob_url
 from ingest_core.config import StorageConfig
-from ingest_core.errors import ConfigurationError, SourceChangedError
+from ingest_core.errors import ConfigurationError, SourceChangedError, SourceGoneError
 from ingest_core.hashing import CHUNK_BYTES, hash_chunks
 from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
 
@@ -126,7 +126,11 @@ class AzureBlobSource:
             ) from None
 
     def fetch(self, file: SourceFile, spool_dir: Path) -> LocalCopy:
-        """Download the blob once into a spool file in `spool_dir`, hashing it on the way."""
+        """Download the blob once into a spool file in `spool_dir`, hashing it on the way.
+
+        Read through `file.client` when the file came with one (a `BlobClient`
+        the Functions host bound), else through this source's own client.
+        """
         from azure.core.exceptions import (
             AzureError,
             ClientAuthenticationError,
@@ -135,14 +139,19 @@ class AzureBlobSource:
         )
 
         location = parse_blob_url(file.uri)
-        client = self._datalake_service(location).get_file_client(
-            location.container, location.name
-        )
+        client = file.client
+        if client is None:
+            client = self._datalake_service(location).get_file_client(
+                location.container, location.name
+            )
         suffix = "".join(PurePosixPath(location.name).suffixes)[-20:]
         handle, spool = tempfile.mkstemp(prefix="ingest-", suffix=suffix, dir=spool_dir)
         try:
             with os.fdopen(handle, "wb") as out:
-                download = client.download_file()
+                download = (
+                    client.download_file() if hasattr(client, "download_file")
+                    else client.download_blob()
+                )
                 etag = download.properties.etag
                 sha256, size = hash_chunks(download.chunks(), out)
         except ResourceModifiedError as exc:
@@ -153,7 +162,7 @@ class AzureBlobSource:
             ) from exc
         except ResourceNotFoundError as exc:
             os.unlink(spool)
-            raise SourceChangedError(
+            raise SourceGoneError(
                 f"{file.uri} disappeared before it could be read; nothing to ingest"
             ) from exc
         except ClientAuthenticationError as exc:

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,8 @@ class SourceFile:
     etag: str | None = None
     columns: Mapping[str, str] = field(default_factory=dict, hash=False)
     """Constant string columns added to its rows (a route's captures named in partition_by)."""
+    client: Any = field(default=None, hash=False, compare=False, repr=False)
+    """A client to read it through, when the caller has one (the Functions host's BlobClient)."""
 
 
 @dataclass

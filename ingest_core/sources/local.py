@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest_core.errors import SourceChangedError
+from ingest_core.errors import SourceChangedError, SourceGoneError
 from ingest_core.hashing import file_sha256
 from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
 
@@ -54,7 +54,7 @@ class LocalSource:
             if _identity(path) != before:
                 raise SourceChangedError(f"{file.uri} changed while it was hashed; run again")
         except FileNotFoundError as exc:
-            raise SourceChangedError(
+            raise SourceGoneError(
                 f"{file.uri} disappeared before it could be read; nothing to ingest"
             ) from exc
         return LocalCopy(path=path, sha256=sha256, size=size, etag=before, temporary=False)

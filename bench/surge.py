@@ -1,0 +1,302 @@
+"""The event-driven path under a surge, as a Functions worker runs it, on Azurite.
+
+W worker processes (spawned), each importing `function_app` and running T
+invocations at a time on a thread pool, as the Python worker runs synchronous
+functions (FUNCTIONS_WORKER_PROCESS_COUNT x PYTHON_THREADPOOL_THREAD_COUNT).
+Each invocation calls the Event Grid trigger (`ingest_replay`) with one
+BlobCreated event for a new blob; an invocation that raises is retried a
+second later, as Event Grid redelivers.
+
+Phases, on one fresh table (abfs:// on Azurite, Azure Table ledger):
+20 lone events one at a time; wave 1 (B new blobs at once); H lone events
+(history); wave 2 (B more new blobs). Then a run of B/4 blobs through the blob
+trigger, called with a `BlobClient` as the SDK-type binding passes it.
+
+Prints per phase: files/s over the whole phase, Delta commits per file,
+p50/p95/mean latency per event, failed invocations; then checks that every
+row is in the table exactly once. Azurite must be listening on 127.0.0.1.
+
+    python bench/surge.py                      # W=4 T=4 B=400 H=600 (~3 min)
+    python bench/surge.py --runs 3 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing
+import os
+import queue
+import statistics
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+AZURITE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+    "KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+BLOB_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
+ROWS_PER_BLOB = 20
+RETRY_AFTER_S = 1.0
+
+
+# -- the worker processes ------------------------------------------------------------------
+
+
+def _worker(settings: dict[str, str], threads: int, tasks: Any, done: Any) -> None:
+    """One Functions worker process: T invocations at a time, until a None task."""
+    os.environ.update(settings)
+    sys.path.insert(0, str(REPO))
+    import azure.functions as func
+    from azure.storage.blob import BlobClient
+
+    import function_app
+    from ingest_core.events import build_blob_created
+
+    def invoke(task: tuple[str, str, int]) -> None:
+        kind, url, size = task
+        started = time.perf_counter()
+        try:
+            if kind == "blob":
+                container, name = url[len(BLOB_ENDPOINT) + 1:].split("/", 1)
+                function_app.ingest_on_arrival(
+                    BlobClient.from_connection_string(AZURITE, container, name)
+                )
+            else:
+                raw = build_blob_created(url, content_length=size)
+                event = func.EventGridEvent(
+                    id=raw["id"], data=raw["data"], topic=raw["topic"], subject=raw["subject"],
+                    event_type=raw["eventType"], event_time=None,
+                    data_version=raw["dataVersion"],
+                )
+                function_app.ingest_replay(event)
+            done.put(("ok", task, time.perf_counter() - started, ""))
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            done.put(("failed", task, time.perf_counter() - started, error))
+
+    with ThreadPoolExecutor(threads) as pool:
+        slots = threading.Semaphore(threads)
+        while True:
+            task = tasks.get()
+            if task is None:
+                break
+            slots.acquire()
+            pool.submit(invoke, task).add_done_callback(lambda _f: slots.release())
+    done.put(("exit", None, 0.0, ""))
+
+
+# -- the harness ----------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    """What one phase measured."""
+
+    name: str
+    files: int
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    failed: int = 0
+    commits: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        return {
+            "phase": self.name,
+            "files": self.files,
+            "files_per_s": round(self.files / self.seconds, 1) if self.seconds else None,
+            "commits_per_file": round(self.commits / self.files, 3) if self.files else None,
+            "files_per_commit": round(self.files / self.commits, 1) if self.commits else None,
+            "p50_s": round(statistics.median(lat), 3) if lat else None,
+            "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3) if lat else None,
+            "mean_s": round(statistics.fmean(lat), 3) if lat else None,
+            "failed_invocations": self.failed,
+        }
+
+
+class Surge:
+    """Azurite containers, a ledger table and W worker processes."""
+
+    def __init__(self, workers: int, threads: int) -> None:
+        from azure.storage.blob import BlobServiceClient
+
+        self.name = "surge" + uuid.uuid4().hex[:10]
+        self.service = BlobServiceClient.from_connection_string(AZURITE)
+        self.landing = self.service.create_container(self.name)
+        self.service.create_container(self.name + "lake")
+        self.table = f"abfs://{self.name}lake/t"
+        self.settings = {
+            "INGEST_TABLE_URI": self.table,
+            "INGEST_LEDGER_URI": f"azure-table://{self.name}",
+            "INGEST_STORAGE_CONNECTION": AZURITE,
+            "INGEST_LANDING_PATH": f"{self.name}/{{name}}",
+        }
+        context = multiprocessing.get_context("spawn")
+        self.tasks = context.Queue()
+        self.done = context.Queue()
+        self.procs = [
+            context.Process(target=_worker, args=(self.settings, threads, self.tasks, self.done))
+            for _ in range(workers)
+        ]
+        for proc in self.procs:
+            proc.start()
+        self.next_id = 0
+
+    def blobs(self, count: int) -> list[tuple[str, int]]:
+        """Upload `count` new 20-row parquet blobs (before any timing); their URLs and sizes."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        made = []
+        for _ in range(count):
+            start = self.next_id
+            self.next_id += ROWS_PER_BLOB
+            out = io.BytesIO()
+            pq.write_table(pa.table({"id": list(range(start, start + ROWS_PER_BLOB))}), out)
+            name = f"in/{start:09d}.parquet"
+            self.landing.upload_blob(name, out.getvalue())
+            made.append((f"{BLOB_ENDPOINT}/{self.name}/{name}", len(out.getvalue())))
+        return made
+
+    def version(self) -> int:
+        from deltalake import DeltaTable
+
+        sys.path.insert(0, str(REPO))
+        from ingest_core.azure.auth import delta_storage_options
+        from ingest_core.config import StorageConfig
+
+        options = delta_storage_options(self.table, StorageConfig(connection_string=AZURITE))
+        try:
+            return DeltaTable(self.table, storage_options=options).version()
+        except Exception:
+            return -1
+
+    def run(self, phase: Phase, blobs: list[tuple[str, int]], *, kind: str, lone: bool) -> Phase:
+        """Send the phase's events (all at once, or one at a time) and wait for every file."""
+        before = self.version()
+        pending = {url for url, _ in blobs}
+        retry: list[tuple[float, tuple[str, str, int]]] = []
+        started = time.perf_counter()
+        order = [(kind, url, size) for url, size in blobs]
+        if not lone:
+            for task in order:
+                self.tasks.put(task)
+        waiting = False  # a lone event is out
+        while pending:
+            if lone and order and not waiting:
+                self.tasks.put(order[0])
+                waiting = True
+            now = time.perf_counter()
+            for due, task in [r for r in retry if r[0] <= now]:
+                retry.remove((due, task))
+                self.tasks.put(task)
+            try:
+                status, task, seconds, error = self.done.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if status == "ok":
+                phase.latencies.append(seconds)
+                pending.discard(task[1])
+                if lone and order and order[0] == task:
+                    order.pop(0)
+                    waiting = False
+            else:
+                phase.failed += 1
+                phase.errors.append(error)
+                retry.append((time.perf_counter() + RETRY_AFTER_S, task))
+        phase.seconds = time.perf_counter() - started
+        phase.commits = self.version() - before
+        return phase
+
+    def check(self) -> tuple[int, int, int]:
+        """Rows in the table, distinct ids, ids expected."""
+        from collections import Counter
+
+        from deltalake import DeltaTable
+
+        from ingest_core.azure.auth import delta_storage_options
+        from ingest_core.config import StorageConfig
+
+        options = delta_storage_options(self.table, StorageConfig(connection_string=AZURITE))
+        ids = DeltaTable(self.table, storage_options=options).to_pyarrow_table(
+            columns=["id"]).column("id").to_pylist()
+        counts = Counter(ids)
+        return len(ids), len(counts), self.next_id
+
+    def close(self) -> None:
+        for _ in self.procs:
+            self.tasks.put(None)
+        for proc in self.procs:
+            proc.join(30)
+        self.service.delete_container(self.name)
+        self.service.delete_container(self.name + "lake")
+
+
+def one_run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    surge = Surge(args.workers, args.threads)
+    rows = []
+    try:
+        phases = [
+            ("lone (fresh table)", 20, "event", True),
+            ("wave 1", args.blobs, "event", False),
+            ("history (lone)", args.history, "event", True),
+            ("wave 2", args.blobs, "event", False),
+            ("blob trigger (BlobClient)", max(1, args.blobs // 4), "blob", False),
+        ]
+        for name, count, kind, lone in phases:
+            phase = surge.run(Phase(name, count), surge.blobs(count), kind=kind, lone=lone)
+            row = phase.row()
+            if lone and count >= 20:
+                tail = phase.latencies[-20:]
+                row["last_20_mean_s"] = round(statistics.fmean(tail), 3)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            for error in phase.errors[:3]:
+                print(f"    failed: {error[:300]}", flush=True)
+        total, distinct, expected = surge.check()
+        ok = total == distinct == expected
+        check = {"rows": total, "distinct_ids": distinct, "expected": expected,
+                 "exactly_once": ok}
+        print(json.dumps(check), flush=True)
+        rows.append(check)
+    finally:
+        surge.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", "-W", type=int, default=4, help="worker processes (4)")
+    parser.add_argument("--threads", "-T", type=int, default=4,
+                        help="invocations at a time per process (4)")
+    parser.add_argument("--blobs", "-B", type=int, default=400, help="new blobs per wave (400)")
+    parser.add_argument("--history", "-H", type=int, default=600,
+                        help="lone events between the waves (600)")
+    parser.add_argument("--runs", type=int, default=1, help="whole runs, each on a fresh table")
+    parser.add_argument("--json", type=Path, help="also write every run's rows here")
+    args = parser.parse_args()
+    print(f"surge: W={args.workers} T={args.threads} B={args.blobs} H={args.history}, "
+          f"{os.cpu_count()} cores", flush=True)
+    runs = []
+    for index in range(args.runs):
+        print(f"-- run {index + 1} of {args.runs}", flush=True)
+        runs.append(one_run(args))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""Group commit: concurrent invocations' files share Delta commits, each file committed once.
+
+Every invocation does its own parallel work (download, hash, claim, read) and
+stages its file: it uploads the data file into the table folder, then writes
+an intent record under `_ingest_staging/`. It then commits: whoever holds
+this process's lock for the table reads the log forward, lists the intents
+staged so far by every process and commits all of them not yet in the
+table, in one put-if-absent of the next version (`DeltaLog.append`). An
+invocation whose file another commit carried finds its transaction id in the
+log and is done. A lone event commits at once: nobody waits for company.
+
+    invocation A  stage ─ lock ─ read log ─ list intents {A,B,C} ─ commit v7 ─ unlock
+    invocation B  stage ────────── wait ─────────────────────────────────── lock ─ read log: B in v7
+    process 2, C  stage ─ lock ─ read log ─ list {A,B,C} ─ commit v7: taken ─ read log: C in v7
+
+Exactly once: a content is committed only in a commit whose writer read the
+whole log up to the version it creates and found no transaction id of that
+content (`DeltaLog.find`); two writers racing for one version cannot both
+create it. Several intents of one content (a takeover re-staged it) become
+one add. Once written, an intent is never withdrawn: any committer may carry
+it, so a staged data file is only deleted once the content is in the table
+by another file (`_ingest_staging/orphans/`, cleaned by `clean`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingest_core.delta.data_files import delta_schema, file_stats
+from ingest_core.delta.log import Committed, DeltaLog
+from ingest_core.delta.store import TableStore, store_for
+from ingest_core.delta.target import TableRef, app_id
+from ingest_core.faults import crash_point
+
+STAGING = "_ingest_staging/"
+ORPHANS = STAGING + "orphans/"
+LOST = "lost"
+"""What an attempt returns when another writer took the version it tried."""
+COMMIT_ATTEMPTS = 20
+LINGER_S = 0.1
+"""How long a commit waits for this process's other invocations still preparing their files.
+
+Only while some are (PostgreSQL's commit_delay with commit_siblings): a lone
+event commits at once."""
+"""Lost races for the next version before a commit gives up (the platform retries it)."""
+
+
+class StagedSchemaError(Exception):
+    """A staged file's columns no longer fit the table (its schema changed meanwhile)."""
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A staged file: its data file is in the table folder, waiting for a commit."""
+
+    name: str
+    """Its record's file name under `_ingest_staging/`."""
+    sha256: str
+    path: str
+    """The source file's URI (lineage, the commit's metadata)."""
+    rows: int
+    add: dict[str, Any]
+    """The Delta add action of its data file."""
+    schema: str
+    """The data file's columns as a Delta schema string."""
+    checked_at: int
+    """The log version up to which its owner found the content absent."""
+    staged_at: float
+
+    def to_json(self) -> bytes:
+        """The record's bytes."""
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Intent:
+        """A record read back."""
+        return cls(**json.loads(raw))
+
+
+class GroupCommit:
+    """Stages files of one table and commits whatever is staged, many files per commit.
+
+    One per table per process, shared by every invocation's thread.
+    """
+
+    def __init__(self, ref: TableRef, store: TableStore | None = None) -> None:
+        self.ref = ref
+        self.store = store or store_for(ref.uri, ref.storage)
+        self.log = DeltaLog(ref, self.store)
+        self._lock = threading.Lock()
+        self._preparing = 0
+        self._prepared = threading.Condition()
+        self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="staging-cleaner")
+
+    def find(self, sha256: str) -> Committed | None:
+        """The commit that carried `sha256`, reading the log up to now first."""
+        with self._lock:
+            self.log.refresh()
+            return self.log.find(sha256)
+
+    def table_schema(self) -> pa.Schema | None:
+        """The table's columns as Arrow, as last read (None: no table yet).
+
+        Not refreshed: a commit checks each staged file against the columns of
+        the version it creates.
+        """
+        if self.log.base is None:
+            with self._lock:
+                self.log.refresh()
+        base = self.log.base
+        return None if base is None else pa.schema(base.schema().to_arrow())
+
+    @property
+    def snapshot_version(self) -> int:
+        """The latest version the log has read."""
+        return self.log.version
+
+    @contextmanager
+    def preparing(self) -> Iterator[None]:
+        """Say that this thread is preparing a file to stage: a commit meanwhile waits a little."""
+        with self._prepared:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._prepared:
+                self._preparing -= 1
+                self._prepared.notify_all()
+
+    def _linger(self) -> None:
+        """Wait (at most `LINGER_S`) until no invocation of this process is still preparing."""
+        deadline = time.monotonic() + LINGER_S
+        with self._prepared:
+            while self._preparing and (left := deadline - time.monotonic()) > 0:
+                self._prepared.wait(left)
+
+    def stage(self, sha256: str, path: str, local_file: Path, checked_at: int) -> Intent:
+        """Upload a data file written locally and record it as staged; returns its intent."""
+        data_file = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        metadata = pq.read_metadata(local_file)
+        self.store.upload(data_file, local_file)
+        intent = Intent(
+            name=f"{sha256}-{uuid.uuid4().hex[:12]}.json",
+            sha256=sha256,
+            path=path,
+            rows=metadata.num_rows,
+            add={
+                "path": data_file,
+                "partitionValues": {},
+                "size": local_file.stat().st_size,
+                "modificationTime": int(time.time() * 1000),
+                "dataChange": True,
+                "stats": file_stats(metadata),
+            },
+            schema=_delta_schema_string(metadata.schema.to_arrow_schema()),
+            checked_at=checked_at,
+            staged_at=time.time(),
+        )
+        self.store.write(STAGING + intent.name, intent.to_json())
+        crash_point("after_stage")
+        return intent
+
+    def commit(self, intent: Intent) -> Committed:
+        """Commit everything staged (this intent included), or find the commit that carried it.
+
+        Raises StagedSchemaError when the table's columns changed so that the
+        file no longer fits, and TimeoutError after `COMMIT_ATTEMPTS` lost races.
+        """
+        with self._lock:
+            for _ in range(COMMIT_ATTEMPTS):
+                self.log.refresh()
+                found = self.log.find(intent.sha256, since=intent.checked_at)
+                if found is not None:
+                    return found
+                self._linger()
+                committed = self._commit_staged(must=intent)
+                if isinstance(committed, Committed):
+                    return committed
+        raise TimeoutError(
+            f"{intent.path}: lost {COMMIT_ATTEMPTS} races for the next Delta version; retry"
+        )
+
+    def commit_staged(self) -> int | None:
+        """Commit every file staged by anyone and not yet in the table (maintenance)."""
+        with self._lock:
+            for _ in range(COMMIT_ATTEMPTS):
+                self.log.refresh()
+                committed = self._commit_staged(must=None)
+                if committed != LOST:
+                    return committed.version if isinstance(committed, Committed) else None
+        return None
+
+    def close(self) -> None:
+        """Let the background deletes finish."""
+        self._cleaner.shutdown(wait=True)
+
+    def clean(self, older_than_s: float = 3600.0) -> dict[str, int]:
+        """Maintenance of the staging area: commit what was left staged, delete orphaned data files.
+
+        Intents older than `older_than_s` are committed (their owners died after
+        staging); an orphan record's data file is deleted once no version of the
+        table references it. Returns counts: `committed`, `orphans_deleted`.
+        """
+        counts = {"committed": 0, "orphans_deleted": 0}
+        staged = self._staged()
+        if any(time.time() - i.staged_at > older_than_s for v in staged.values() for i in v):
+            before = self.log.version
+            version = self.commit_staged()
+            if version is not None:
+                counts["committed"] = sum(
+                    1 for c in self.log.landed.values() if before < c.version <= version
+                )
+        orphans = self.store.names(ORPHANS)
+        if not orphans:
+            return counts
+        table = self.ref.load()
+        referenced = set(table.file_uris()) if table is not None else set()
+        referenced_names = {uri.rsplit("/", 1)[-1] for uri in referenced}
+        for record in orphans:
+            raw = self.store.read(record)
+            if raw is None:
+                continue
+            intent = Intent.from_json(raw)
+            if time.time() - intent.staged_at < older_than_s:
+                continue
+            if intent.add["path"].rsplit("/", 1)[-1] not in referenced_names:
+                self.store.delete(intent.add["path"])
+                counts["orphans_deleted"] += 1
+            self.store.delete(record)
+        return counts
+
+    # -- one attempt -------------------------------------------------------------------
+
+    def _commit_staged(self, must: Intent | None) -> Committed | str | None:
+        """One attempt at the next version: its commit, `LOST` (another writer won), or None."""
+        staged = self._staged()
+        if must is not None:
+            mine = staged.setdefault(must.sha256, [])
+            mine[:] = [must, *(i for i in mine if i.name != must.name)]
+        chosen: list[Intent] = []
+        landed: list[Intent] = []
+        spare: list[Intent] = []
+        fields = self._table_fields()
+        for sha, intents in staged.items():
+            if self.log.find(sha, since=min(i.checked_at for i in intents)) is not None:
+                landed.extend(intents)
+                continue
+            fitting = [i for i in intents if _fits(i.schema, fields)]
+            if not fitting:
+                if must is not None and sha == must.sha256:
+                    raise StagedSchemaError(
+                        f"{must.path}: the table's columns changed while it was staged; "
+                        "it is read again on the next attempt"
+                    )
+                continue
+            chosen.append(fitting[0])
+            spare.extend(i for i in intents if i is not fitting[0])
+        self._retire(landed)
+        if not chosen:
+            return None
+        crash_point("during_group_commit")
+        now = int(time.time() * 1000)
+        actions: list[dict[str, Any]] = [{"add": i.add} for i in chosen]
+        actions += [
+            {"txn": {"appId": app_id(i.sha256), "version": 1, "lastUpdated": now}} for i in chosen
+        ]
+        files = [
+            {"sha256": i.sha256, "path": i.path, "rows": i.rows, "file": i.add["path"]}
+            for i in chosen
+        ]
+        version = self.log.append(actions, files)
+        if version is None:
+            return LOST
+        crash_point("after_group_commit")
+        self._retire(chosen + spare)
+        if must is None:
+            return Committed(version)
+        return self.log.landed.get(must.sha256)
+
+    def _staged(self) -> dict[str, list[Intent]]:
+        """Every intent staged now, by content."""
+        staged: dict[str, list[Intent]] = {}
+        for raw in self.store.records(STAGING).values():
+            intent = Intent.from_json(raw)
+            staged.setdefault(intent.sha256, []).append(intent)
+        return staged
+
+    def _table_fields(self) -> dict[str, str] | None:
+        base = self.log.base
+        if base is None:
+            return None
+        fields = json.loads(base.schema().to_json())["fields"]
+        return {f["name"]: json.dumps(f["type"]) for f in fields}
+
+    def _retire(self, done: list[Intent]) -> None:
+        """Retire intents in the background: committed ones go, others leave an orphan record.
+
+        An intent whose content landed in another data file leaves a record
+        under `orphans/`, so `clean` can delete its data file once it
+        is sure no commit references it.
+        """
+        if not done:
+            return
+        committed_files = {
+            c.data_file for c in (self.log.landed.get(i.sha256) for i in done) if c is not None
+        }
+
+        def retire() -> None:
+            for intent in done:
+                if intent.add["path"] not in committed_files:
+                    self.store.write(ORPHANS + intent.name, intent.to_json())
+            self.store.delete_all([STAGING + i.name for i in done])
+
+        self._cleaner.submit(retire)
+
+
+def _delta_schema_string(schema: pa.Schema) -> str:
+    from deltalake import Schema
+
+    return str(Schema.from_arrow(delta_schema(schema)).to_json())
+
+
+def _fits(schema: str, fields: dict[str, str] | None) -> bool:
+    """Whether a data file of Delta schema `schema` can be appended to a table of `fields`."""
+    if fields is None:
+        return False
+    return all(
+        fields.get(f["name"]) == json.dumps(f["type"]) for f in json.loads(schema)["fields"]
+    )
