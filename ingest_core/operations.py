@@ -27,7 +27,7 @@ from ingest_core.config import IngestConfig, StorageConfig, is_local, local_path
 from ingest_core.errors import ConfigurationError
 from ingest_core.events import LandingPolicy, redact, screen_event
 from ingest_core.ledger import FAILED, PROCESSING, QUARANTINED, SUCCEEDED, FileRecord, open_ledger
-from ingest_core.maintenance import due_for_redrive, open_table, redrive
+from ingest_core.maintenance import due_for_redrive, redrive
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile, source_for
 
@@ -675,6 +675,9 @@ def show(config: IngestConfig, target: str) -> ShowReport:
 
 def _delta_check(row: FileRecord, storage: StorageConfig) -> dict[str, Any]:
     """What the Delta log says of this row's content: is its transaction id there, and where."""
+    from deltalake.exceptions import DeltaError
+
+    from ingest_core.delta import DeltaTarget, app_id
     from ingest_core.routing import UNROUTED_TABLE
 
     check: dict[str, Any] = {"checked": False, "in_log": None, "version": row.delta_version,
@@ -682,20 +685,41 @@ def _delta_check(row: FileRecord, storage: StorageConfig) -> dict[str, Any]:
     if row.table == UNROUTED_TABLE:
         return check
     try:
-        dt = open_table(row.table, storage)
+        # one target, so every snapshot the check loads (locate's too) has the credentials
+        target = DeltaTarget(row.table, table_storage_options(row.table, storage))
+        dt = target.snapshot()
         if dt is None:
             in_log = False
         else:
-            from ingest_core.delta import DeltaTarget, app_id
-
             in_log = dt.transaction_version(app_id(row.sha256)) is not None
             check["table_version"] = dt.version()
             if in_log and row.delta_version is None:
-                landing = DeltaTarget(row.table).locate(dt, row.sha256)
+                landing = target.locate(dt, row.sha256)
                 check.update(version=landing.version, rows=landing.rows)
-    except Exception as exc:  # an unreachable table leaves the ledger's word unchecked
+    except (DeltaError, OSError, ConfigurationError) as exc:
+        # an unreachable table leaves the ledger's word unchecked, and says why
         check["error"] = redact(f"{type(exc).__name__}: {exc}")[:300]
         return check
     check.update(checked=True, in_log=in_log, agrees=in_log == (row.status == SUCCEEDED))
     return check
 
+
+def table_storage_options(uri: str, storage: StorageConfig) -> dict[str, str] | None:
+    """deltalake's storage options for the table at `uri`; None for a local path.
+
+    Raises:
+        ConfigurationError: no account settings for the URI, or no credential to sign in with.
+    """
+    if is_local(uri):
+        return None
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from ingest_core.azure.auth import delta_storage_options
+
+    try:
+        return delta_storage_options(uri, storage)
+    except ClientAuthenticationError as exc:
+        raise ConfigurationError(
+            f"table {uri}: no credential to read it ({type(exc).__name__}); sign in (az login, "
+            "a managed identity) or set INGEST_STORAGE_CONNECTION"
+        ) from None
