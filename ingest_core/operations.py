@@ -23,13 +23,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from ingest_core.config import IngestConfig, StorageConfig, is_local, local_path, table_key
+from ingest_core.config import IngestConfig, StorageConfig, is_local, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.events import LandingPolicy, redact, screen_event
 from ingest_core.ledger import FAILED, PROCESSING, QUARANTINED, SUCCEEDED, FileRecord, open_ledger
 from ingest_core.maintenance import due_for_redrive, redrive
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile, source_for
+from ingest_core.sources.identity import path_key, same_version
 
 if TYPE_CHECKING:
     from ingest_core.eventgrid_publish import PublishedEvent
@@ -308,31 +309,6 @@ class SweepReport:
         }
 
 
-def path_key(uri: str, storage: StorageConfig) -> str:
-    """One spelling of a file's location, whatever URL form listed it.
-
-    A blob is `account/container/name` (abfss://, https:// and Azurite's
-    path-style URLs agree); a local file is its absolute path.
-    """
-    if is_local(uri):
-        return str(local_path(uri))
-    from ingest_core.azure.urls import parse_blob_url
-
-    try:
-        location = parse_blob_url(uri)
-    except ConfigurationError:
-        return uri
-    account = location.account
-    if account is None:
-        from ingest_core.azure.settings import account_settings
-
-        try:
-            account = account_settings(storage).account_name
-        except ConfigurationError:
-            account = ""
-    return f"{account}/{location.container}/{location.name}"
-
-
 def sweep(
     config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress
 ) -> SweepReport:
@@ -410,33 +386,10 @@ def _missed(
         if any(r.status == PROCESSING and not r.lease_live(now) for r in rows):
             report.stalled.append(file.uri)
             chosen.append(file)
-        elif not any(_same_version(r, file) for r in rows):
+        elif not any(same_version(r, file) for r in rows):
             report.changed.append(file.uri)
             chosen.append(file)
     return chosen
-
-
-def _same_version(row: FileRecord, file: SourceFile) -> bool:
-    """Whether the row was written for the version of the file the listing shows.
-
-    A blob's ETag; a local file's identity (size, mtime, inode: what the local
-    source records as its ETag), read with one `stat`; else the size.
-    """
-    if is_local(file.uri) and row.source_etag is not None:
-        from ingest_core.sources.local import _identity
-
-        try:
-            return row.source_etag == _identity(local_path(file.uri))
-        except FileNotFoundError:
-            return True  # deleted since the listing: nothing to re-drive
-    if file.etag is not None and row.source_etag is not None:
-        return _bare(row.source_etag) == _bare(file.etag)
-    return file.size is None or row.size == file.size
-
-
-def _bare(etag: str) -> str:
-    """An ETag without its quotes: a listing gives `0x8D...`, a download `"0x8D..."`."""
-    return etag.removeprefix("W/").strip('"')
 
 
 # -- retry and quarantine -------------------------------------------------------------
