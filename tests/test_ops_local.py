@@ -19,6 +19,7 @@ from helpers import id_counts, write_text
 from ingest_core.cli import EXIT_FILES_NOT_DONE, EXIT_OK, EXIT_USAGE, run_cli
 from ingest_core.config import IngestConfig, table_key
 from ingest_core.ledger import open_ledger
+from ingest_core.ledger.sqlite import SqliteLedger
 from ingest_core.sources.identity import path_key, same_version
 from ingest_core.sources.local import LocalSource
 
@@ -115,6 +116,37 @@ def test_sweep_redrives_only_files_the_ledger_never_saw(landing, table_uri, caps
 
     code, again = cli_json(capsys, "sweep", str(landing), "--table", table_uri)
     assert code == EXIT_OK and again["found"]["unseen"] == [] and again["files"] == []
+
+
+@pytest.mark.slow
+def test_sweep_and_replay_use_the_configured_worker_processes(
+    landing, table_uri, capsys, monkeypatch
+):
+    write_text(landing / "a.csv", CSV_1)
+    assert run_cli(["run", str(landing), "--table", table_uri]) == EXIT_OK
+    write_text(landing / "b.csv", CSV_2)
+    write_text(landing / "c.csv", CSV_3)
+    monkeypatch.setenv("INGEST_WORKERS", "2")
+    owners: set[str] = set()
+    real_claim = SqliteLedger.claim
+
+    def noting_claim(self, *args, **kwargs):
+        claim = real_claim(self, *args, **kwargs)
+        owners.add(claim.record.owner or "")
+        return claim
+
+    monkeypatch.setattr(SqliteLedger, "claim", noting_claim)  # in this process only
+    code, report = cli_json(capsys, "sweep", str(landing), "--table", table_uri)
+    assert code == EXIT_OK
+    assert report["found"]["unseen"] == [str(landing / "b.csv"), str(landing / "c.csv")]
+    assert sorted(f["path"] for f in report["files"] if f["status"] == "ingested") == [
+        str(landing / "b.csv"), str(landing / "c.csv"),
+    ]
+    write_text(landing / "d.csv", "id,amount\n6,1.0\n")
+    code, replayed = cli_json(capsys, "replay", str(landing), "--table", table_uri)
+    assert code == EXIT_OK and (replayed["ingested"], replayed["skipped"]) == (1, 3)
+    assert not owners, "files were claimed in this process, not by the workers"
+    assert id_counts(table_uri) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
 
 
 def test_sweep_redrives_a_file_whose_worker_died(landing, table_uri, capsys):

@@ -65,16 +65,10 @@ def replay_sources(
 
     Files whose content is in the table already are skipped.
     """
-    from ingest_core.ingestor import IdempotentIngestor
-
     runner = open_runner(config)
     try:
         files = list_files(sources, config.storage)
         with progress(len(files)) as advance:
-            if isinstance(runner, IdempotentIngestor) and config.workers > 1 and len(files) > 1:
-                from ingest_core.parallel import run_parallel
-
-                return ReplayReport(via="direct", stats=run_parallel(config, files, advance))
             return ReplayReport(via="direct", stats=runner.run(files, advance))
     finally:
         runner.close()

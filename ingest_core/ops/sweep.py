@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig, StorageConfig
 from ingest_core.errors import ConfigurationError
 from ingest_core.events import redact
 from ingest_core.ledger import PROCESSING, FileRecord
-from ingest_core.ops.common import Progress, Runner, no_progress, open_runner
+from ingest_core.ops.common import Progress, no_progress, open_runner
 from ingest_core.results import RunStats
 from ingest_core.sources import SourceFile
 from ingest_core.sources.identity import path_key, same_version
 
 if TYPE_CHECKING:
-    from ingest_core.ingestor import IdempotentIngestor
     from ingest_core.ledger import BaseLedger
 
 
@@ -71,38 +70,17 @@ def sweep(
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         report.listed = len(files)
-        due: list[tuple[IdempotentIngestor, list[SourceFile], str | None]] = []
-        for ingestor, group, routed_table in _targets(runner, files, report):
-            chosen = _missed(ingestor.ledger, ingestor.table, group, config.storage, report)
-            if chosen:
-                due.append((ingestor, chosen, routed_table))
-        with progress(sum(len(g) for _, g, _ in due)) as advance:
-            for ingestor, group, routed_table in due:
-                for result in ingestor.ingest(group):
-                    if routed_table is not None:
-                        result = replace(result, table=routed_table)
-                    report.stats.add(result)
-                    advance(result)
+        plan = runner.plan(files)
+        report.unrouted.extend(f.uri for f in plan.unrouted)
+        due: list[SourceFile] = []
+        for target, group in plan.groups.items():
+            ingestor = runner.ingestor(target)
+            due.extend(_missed(ingestor.ledger, ingestor.table, group, config.storage, report))
+        with progress(len(due)) as advance:
+            report.stats = runner.run(due, advance)
     finally:
         runner.close()
     return report
-
-
-def _targets(
-    runner: Runner, files: list[SourceFile], report: SweepReport
-) -> Iterator[tuple[IdempotentIngestor, list[SourceFile], str | None]]:
-    """Each table's ingestor with its files (one group unless routed); notes unrouted files."""
-    from ingest_core.ingestor import IdempotentIngestor
-    from ingest_core.routed import RoutedIngest
-
-    if isinstance(runner, IdempotentIngestor):
-        yield runner, files, None
-        return
-    assert isinstance(runner, RoutedIngest)
-    plan = runner.plan(files)
-    report.unrouted.extend(f.uri for f in plan.unrouted)
-    for target, group in plan.groups.items():
-        yield runner.ingestor(target), group, target.table_uri
 
 
 def _missed(
