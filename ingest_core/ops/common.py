@@ -1,8 +1,8 @@
 """What every operator command shares: the runner seam, progress callbacks, listing.
 
 `open_runner` is the one place an operation gets something that ingests
-files: the ops call only the `Runner` protocol, whichever ingestion
-(one table or routed) is behind it.
+files: a `RoutedIngest` for routes, a `OneTable` for one table. The ops call
+only the `Runner` protocol, so what is behind it can change without them.
 """
 
 from __future__ import annotations

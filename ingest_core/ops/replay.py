@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ingest_core.eventgrid_publish import PublishedEvent
 
 Via = Literal["direct", "eventgrid"]
+"""`direct`: ingest here; `eventgrid`: publish events for the deployed function."""
 
 
 @dataclass
@@ -29,7 +30,7 @@ class ReplayReport:
 
     via: Via
     stats: RunStats = field(default_factory=RunStats)
-    """Results of files ingested in this process (`direct`)."""
+    """Results of files ingested here (`direct`)."""
     published: list[PublishedEvent] = field(default_factory=list)
     """`PublishedEvent`s sent to the topic (`eventgrid`)."""
     dropped: list[dict[str, Any]] = field(default_factory=list)
