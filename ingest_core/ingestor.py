@@ -186,9 +186,12 @@ class IdempotentIngestor:
         hash, claim and read, and writes its data file; the commit carries every
         file staged by then, in this process and in others (`delta.group_commit`).
         It returns once the file's rows are committed, by its own commit or by
-        another's. Raises SourceGoneError when the file is not there (nothing is recorded). A file the group commit cannot take (the first of a new
+        another's. A file the group commit cannot take (the first of a new
         table, one bringing new columns, a large one, a partitioned or
         feature-rich table) gets a commit of its own, as `ingest` would give it.
+
+        Raises:
+            SourceGoneError: the file is not there (nothing is recorded).
         """
         fetched = self._fetcher.fetch(file)
         if isinstance(fetched.copy, SourceGoneError):

@@ -11,6 +11,7 @@ app's Event Grid trigger as the worker would (a `func.EventGridEvent`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -25,7 +26,7 @@ from typing import Any
 
 import azure.functions as func
 import pytest
-from conftest import AZURITE_ACCOUNT
+from conftest import AZURITE_ACCOUNT, AZURITE_KEY
 from helpers import id_counts
 
 import function_app
@@ -313,3 +314,81 @@ def test_a_topic_that_refuses_events_is_reported_with_what_to_check(lake, capsys
     assert code == EXIT_FILES_NOT_DONE
     assert report["published"] == 0 and len(refusing.requests) == 1
     assert "INGEST_EVENTGRID_KEY" in report["error"] and "wrong-key" not in report["error"]
+
+
+
+def test_show_finds_in_an_abfs_tables_log_the_version_a_dead_worker_committed(
+    azurite, unique_name, tmp_path, capsys, monkeypatch
+):
+    """A worker killed between its Delta commit and `succeeded` leaves the row `processing`
+    with no version: `show` must read the remote log, with the table's credentials, to say
+    where the file's rows are."""
+    from azure.storage.blob import BlobServiceClient
+    from helpers import run_cli as run_process
+
+    from ingest_core.azure.auth import delta_storage_options
+    from ingest_core.config import StorageConfig
+
+    for name in list(os.environ):
+        if name.startswith("INGEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("INGEST_STORAGE_CONNECTION", azurite)
+    service = BlobServiceClient.from_connection_string(azurite)
+    service.create_container(unique_name)
+    table = f"abfs://{unique_name}/orders"
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    files = []
+    for n, data in enumerate(CSVS.values()):
+        files.append(landing / f"{n}.csv")
+        files[-1].write_bytes(data)
+    target = ("--table", table, "--ledger", ledger)
+    try:
+        assert run_cli(["run", str(files[0]), *target]) == EXIT_OK
+        killed = run_process("run", str(files[1]), *target,
+                             env={"INGEST_FAULT_POINT": "after_commit"})
+        assert killed.returncode == -9, killed.stderr
+        assert run_cli(["run", str(files[2]), *target]) == EXIT_OK
+
+        capsys.readouterr()
+        code = run_cli(["show", hashlib.sha256(CSVS["orders/2026/b.csv"]).hexdigest(),
+                        *target, "--json"])
+        [shown] = json.loads(capsys.readouterr().out)["files"]
+        assert (shown["status"], shown["delta_version"]) == ("processing", None)
+        assert shown["delta"] == {
+            "checked": True, "in_log": True, "agrees": False, "version": 1, "rows": 1,
+            "table_version": 2,
+        }
+        assert code == EXIT_FILES_NOT_DONE  # the ledger has yet to say succeeded
+        options = delta_storage_options(table, StorageConfig(connection_string=azurite))
+        assert id_counts(table, options) == ALL_IDS
+    finally:
+        service.delete_container(unique_name)
+
+
+def test_show_of_an_abfs_table_whose_container_is_gone_says_so_and_keeps_the_ledgers_word(
+    azurite, unique_name, tmp_path, capsys, monkeypatch
+):
+    from ingest_core.ledger import open_ledger
+
+    for name in list(os.environ):
+        if name.startswith("INGEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("INGEST_STORAGE_CONNECTION", azurite)
+    table = f"abfs://{unique_name}/orders"
+    ledger_uri = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    content = "ab" * 32
+    ledger = open_ledger(ledger_uri)
+    try:
+        ledger.claim(table, content, path="landing/a.csv", owner="w", lease_seconds=60,
+                     max_attempts=5)
+    finally:
+        ledger.close()
+    capsys.readouterr()
+    code = run_cli(["show", content, "--table", table, "--ledger", ledger_uri, "--json"])
+    [shown] = json.loads(capsys.readouterr().out)["files"]
+    assert code == EXIT_OK  # nothing checked, so nothing disagrees
+    assert (shown["delta"]["checked"], shown["delta"]["in_log"]) == (False, None)
+    assert f"table {table}: its container does not exist" in shown["delta"]["error"]
+    assert AZURITE_KEY not in shown["delta"]["error"]

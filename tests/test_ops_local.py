@@ -16,10 +16,11 @@ import pytest
 from deltalake import DeltaTable
 from helpers import id_counts, write_text
 
-from ingest_core import operations
 from ingest_core.cli import EXIT_FILES_NOT_DONE, EXIT_OK, EXIT_USAGE, run_cli
 from ingest_core.config import IngestConfig, table_key
 from ingest_core.ledger import open_ledger
+from ingest_core.ledger.sqlite import SqliteLedger
+from ingest_core.sources.identity import path_key, same_version
 from ingest_core.sources.local import LocalSource
 
 CSV_1 = "id,amount\n1,1.5\n2,3.0\n"
@@ -115,6 +116,37 @@ def test_sweep_redrives_only_files_the_ledger_never_saw(landing, table_uri, caps
 
     code, again = cli_json(capsys, "sweep", str(landing), "--table", table_uri)
     assert code == EXIT_OK and again["found"]["unseen"] == [] and again["files"] == []
+
+
+@pytest.mark.slow
+def test_sweep_and_replay_use_the_configured_worker_processes(
+    landing, table_uri, capsys, monkeypatch
+):
+    write_text(landing / "a.csv", CSV_1)
+    assert run_cli(["run", str(landing), "--table", table_uri]) == EXIT_OK
+    write_text(landing / "b.csv", CSV_2)
+    write_text(landing / "c.csv", CSV_3)
+    monkeypatch.setenv("INGEST_WORKERS", "2")
+    owners: set[str] = set()
+    real_claim = SqliteLedger.claim
+
+    def noting_claim(self, *args, **kwargs):
+        claim = real_claim(self, *args, **kwargs)
+        owners.add(claim.record.owner or "")
+        return claim
+
+    monkeypatch.setattr(SqliteLedger, "claim", noting_claim)  # in this process only
+    code, report = cli_json(capsys, "sweep", str(landing), "--table", table_uri)
+    assert code == EXIT_OK
+    assert report["found"]["unseen"] == [str(landing / "b.csv"), str(landing / "c.csv")]
+    assert sorted(f["path"] for f in report["files"] if f["status"] == "ingested") == [
+        str(landing / "b.csv"), str(landing / "c.csv"),
+    ]
+    write_text(landing / "d.csv", "id,amount\n6,1.0\n")
+    code, replayed = cli_json(capsys, "replay", str(landing), "--table", table_uri)
+    assert code == EXIT_OK and (replayed["ingested"], replayed["skipped"]) == (1, 3)
+    assert not owners, "files were claimed in this process, not by the workers"
+    assert id_counts(table_uri) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
 
 
 def test_sweep_redrives_a_file_whose_worker_died(landing, table_uri, capsys):
@@ -284,7 +316,34 @@ def test_sweep_paths_agree_across_url_forms():
         "http://127.0.0.1:10000/devstoreaccount1/landing/a%20b.csv",
         "abfs://landing/a b.csv",
     ]
-    assert len({operations.path_key(f, storage) for f in forms}) == 1
+    assert len({path_key(f, storage) for f in forms}) == 1
+
+
+def test_a_blob_row_is_the_listed_version_whatever_quotes_its_etag_carries():
+    from ingest_core.ledger import SUCCEEDED, FileRecord
+    from ingest_core.sources import SourceFile
+
+    row = FileRecord("t", "a" * 64, SUCCEEDED, "abfs://landing/a.csv", size=10,
+                     source_etag='"0x8DC1"')
+    listed = SourceFile("abfs://landing/a.csv", "a.csv", size=10, etag="0x8DC1")
+    assert same_version(row, listed)
+    assert not same_version(row, SourceFile(listed.uri, "a.csv", size=10, etag="0x8DC2"))
+
+
+def test_a_local_row_is_another_version_once_the_file_is_rewritten(landing):
+    from ingest_core.ledger import SUCCEEDED, FileRecord
+    from ingest_core.sources.identity import local_identity
+
+    path = write_text(landing / "a.csv", CSV_1)
+    [listed] = LocalSource().list(str(path))
+    row = FileRecord("t", "a" * 64, SUCCEEDED, str(path), size=len(CSV_1),
+                     source_etag=local_identity(path))
+    assert same_version(row, listed)
+    time.sleep(0.01)
+    write_text(path, CSV_2[: len(CSV_1)].ljust(len(CSV_1)))  # same size, new bytes
+    assert not same_version(row, listed)
+    path.unlink()
+    assert same_version(row, listed), "a file deleted since the listing has nothing to re-drive"
 
 
 def test_sweep_and_replay_with_routes_send_each_file_to_its_table(tmp_path, landing, capsys):

@@ -1,7 +1,7 @@
 """`ingest replay`, `sweep`, `retry`, `quarantine list|release`, `show` and `maintain`.
 
 Thin: each parses its options, builds the config with `from_env`, calls
-`ingest_core.operations` (or `maintenance`) and prints the report: one JSON
+`ingest_core.ops` (or `delta.maintain`) and prints the report: one JSON
 object with --json, else a table or summary. Exit status as for `ingest run`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ingest_core import operations
+from ingest_core import ops
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.config import IngestConfig, from_env
@@ -45,7 +45,7 @@ def _config(table_uri: str | None, ledger_uri: str | None, **more: Any) -> Inges
     return from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri, **more)
 
 
-def _progress(enabled: bool) -> Callable[[int], AbstractContextManager[operations.Advance]]:
+def _progress(enabled: bool) -> Callable[[int], AbstractContextManager[ops.Advance]]:
     return lambda total: progress(total, enabled)
 
 
@@ -79,7 +79,7 @@ def _status(ok: bool) -> int:
 @routes_option
 @json_option
 def replay(
-    sources: tuple[str, ...], via: operations.Via, topic_endpoint: str | None,
+    sources: tuple[str, ...], via: ops.Via, topic_endpoint: str | None,
     dead_letter: str | None, table_uri: str | None, ledger_uri: str | None,
     routes_file: str | None, as_json: bool,
 ) -> int:
@@ -94,16 +94,16 @@ def replay(
                      eventgrid_topic_endpoint=topic_endpoint)
     show = _progress(not as_json)
     if dead_letter:
-        report = operations.replay_dead_letters(config, dead_letter, via, show)
+        report = ops.replay_dead_letters(config, dead_letter, via, show)
     elif via == "eventgrid":
-        report = operations.publish_sources(config, list(sources), show)
+        report = ops.publish_sources(config, list(sources), show)
     else:
-        report = operations.replay_sources(config, list(sources), show)
+        report = ops.replay_sources(config, list(sources), show)
     _emit(as_json, report, lambda: _print_replay(report))
     return _status(report.ok)
 
 
-def _print_replay(report: operations.ReplayReport) -> None:
+def _print_replay(report: ops.ReplayReport) -> None:
     for dropped in report.dropped:
         click.echo(f"{dropped['decision']}: {dropped['reason']}", err=True)
     for url in report.gone:
@@ -134,7 +134,7 @@ def sweep(
     Decided from the listing and the ledger, without reading the files.
     """
     config = _config(table_uri, ledger_uri, routes=routes_file)
-    report = operations.sweep(config, list(sources), _progress(not as_json))
+    report = ops.sweep(config, list(sources), _progress(not as_json))
 
     def human() -> None:
         for label in ("unseen", "changed", "stalled", "unrouted"):
@@ -166,12 +166,12 @@ def retry(
     ledger_uri: str | None, as_json: bool,
 ) -> int:
     """Re-drive failed files and files whose worker died, by their recorded path."""
-    if sha256 is not None and not operations.SHA256.fullmatch(sha256):
+    if sha256 is not None and not ops.SHA256.fullmatch(sha256):
         raise click.UsageError(f"--sha256 {sha256[:80]!r}: give 64 hex digits")
     config = _config(table_uri, ledger_uri)
     if not config.table_uri:
         raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
-    report = operations.retry(
+    report = ops.retry(
         config, include_quarantined=include_quarantined, sha256=sha256,
         progress=_progress(not as_json),
     )
@@ -201,7 +201,7 @@ def quarantine() -> None:
 @json_option
 def quarantine_list(table_uri: str | None, ledger_uri: str | None, as_json: bool) -> int:
     """Show quarantined files with the reason (of --table, else of every table in the ledger)."""
-    rows = operations.quarantined(_config(table_uri, ledger_uri))
+    rows = ops.quarantined(_config(table_uri, ledger_uri))
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
     else:
@@ -218,7 +218,7 @@ def quarantine_release(
     sha256: str, table_uri: str | None, ledger_uri: str | None, as_json: bool
 ) -> int:
     """Turn a quarantined file back into failed, with fresh attempts, for `ingest retry`."""
-    report = operations.release(_config(table_uri, ledger_uri), sha256)
+    report = ops.release(_config(table_uri, ledger_uri), sha256)
 
     def human() -> None:
         record = report.record
@@ -250,12 +250,12 @@ def show(target: str, table_uri: str | None, ledger_uri: str | None, as_json: bo
     whether the file's transaction id is in it. Exit status 1 when nothing is
     found or the log and the ledger disagree.
     """
-    report = operations.show(_config(table_uri, ledger_uri), target)
+    report = ops.show(_config(table_uri, ledger_uri), target)
     _emit(as_json, report, lambda: _print_show(report))
     return _status(report.ok)
 
 
-def _print_show(report: operations.ShowReport) -> None:
+def _print_show(report: ops.ShowReport) -> None:
     if not report.files:
         click.echo(f"nothing in the ledger for {report.kind} {report.query}", err=True)
         return

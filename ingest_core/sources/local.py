@@ -15,11 +15,7 @@ from pathlib import Path
 from ingest_core.errors import SourceChangedError, SourceGoneError
 from ingest_core.hashing import file_sha256
 from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
-
-
-def _identity(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+from ingest_core.sources.identity import local_identity
 
 
 class LocalSource:
@@ -49,9 +45,9 @@ class LocalSource:
         """Hash the file where it lies."""
         path = Path(file.uri)
         try:
-            before = _identity(path)
+            before = local_identity(path)
             sha256, size = file_sha256(str(path))
-            if _identity(path) != before:
+            if local_identity(path) != before:
                 raise SourceChangedError(f"{file.uri} changed while it was hashed; run again")
         except FileNotFoundError as exc:
             raise SourceGoneError(
@@ -62,7 +58,7 @@ class LocalSource:
     def verify(self, file: SourceFile, copy: LocalCopy) -> None:
         """Refuse the data if the file was replaced or rewritten since it was hashed."""
         try:
-            now = _identity(copy.path)
+            now = local_identity(copy.path)
         except FileNotFoundError:
             now = "deleted"
         if now != copy.etag:

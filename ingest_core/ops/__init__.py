@@ -1,0 +1,61 @@
+"""Operator recovery: replay, sweep, retry, quarantine and show, behind `ingest` commands.
+
+One module per command, each with its report; `common` holds the seam they
+share (`open_runner`, which gives a `Session`) and the progress callbacks.
+Every operation re-drives files through the same exactly-once core: a file
+whose content is in the table already is only a skip, so running any of them
+twice is harmless.
+
+| operation             | reads                                 | re-drives                        |
+| --------------------- | ------------------------------------- | -------------------------------- |
+| `replay_sources`      | a listing                             | here, as `ingest run` does       |
+| `publish_sources`     | a listing of blobs                    | via Event Grid, one event each   |
+| `replay_dead_letters` | Event Grid dead-letter blobs          | here, or via Event Grid          |
+| `sweep`               | a listing and the ledger (no hashing) | unseen, changed, stalled files   |
+| `retry`               | the ledger                            | failed (+ released) rows         |
+| `release`, `show`     | the ledger (and the Delta log)        | nothing                          |
+"""
+
+from ingest_core.ops.common import (
+    SHA256,
+    Advance,
+    Progress,
+    list_files,
+    no_progress,
+    open_runner,
+)
+from ingest_core.ops.quarantine import ReleaseReport, quarantined, release
+from ingest_core.ops.replay import (
+    ReplayReport,
+    Via,
+    publish_sources,
+    replay_dead_letters,
+    replay_sources,
+)
+from ingest_core.ops.retry import RetryReport, retry
+from ingest_core.ops.show import ShownFile, ShowReport, show
+from ingest_core.ops.sweep import SweepReport, sweep
+
+__all__ = [
+    "SHA256",
+    "Advance",
+    "Progress",
+    "ReleaseReport",
+    "ReplayReport",
+    "RetryReport",
+    "ShowReport",
+    "ShownFile",
+    "SweepReport",
+    "Via",
+    "list_files",
+    "no_progress",
+    "open_runner",
+    "publish_sources",
+    "quarantined",
+    "release",
+    "replay_dead_letters",
+    "replay_sources",
+    "retry",
+    "show",
+    "sweep",
+]

@@ -1,0 +1,107 @@
+"""`ingest retry`: re-drive a table's failed and stalled files by their recorded path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ingest_core.config import IngestConfig, table_key
+from ingest_core.errors import ConfigurationError
+from ingest_core.events import redact
+from ingest_core.ledger import FAILED, PROCESSING, QUARANTINED, FileRecord
+from ingest_core.maintenance import due_for_redrive, redrive
+from ingest_core.ops.common import Progress, no_progress
+from ingest_core.results import RunStats
+
+if TYPE_CHECKING:
+    from ingest_core.ledger import BaseLedger
+
+
+@dataclass
+class RetryReport:
+    """What a retry released and re-drove."""
+
+    released: list[FileRecord] = field(default_factory=list)
+    """Quarantined rows turned back into `failed` for this retry."""
+    gone: list[FileRecord] = field(default_factory=list)
+    """Rows whose recorded path no longer holds a file: land the content again."""
+    waiting: list[FileRecord] = field(default_factory=list)
+    """Rows not re-driven: held by a live worker, or already done."""
+    stats: RunStats = field(default_factory=RunStats)
+
+    @property
+    def ok(self) -> bool:
+        """True when every re-driven file was ingested or skipped and no path was gone."""
+        return self.stats.ok and not self.gone
+
+    def to_dict(self) -> dict[str, object]:
+        """The `--json` shape."""
+        return {
+            "released": [r.sha256 for r in self.released],
+            "gone": [{"path": redact(r.path), "sha256": r.sha256} for r in self.gone],
+            "waiting": [
+                {"path": redact(r.path), "sha256": r.sha256, "status": r.status}
+                for r in self.waiting
+            ],
+            **self.stats.to_dict(),
+        }
+
+
+def retry(
+    config: IngestConfig,
+    *,
+    include_quarantined: bool = False,
+    sha256: str | None = None,
+    progress: Progress = no_progress,
+) -> RetryReport:
+    """Re-drive the table's failed and stalled files (one content with `sha256`).
+
+    With `include_quarantined`, quarantined rows are released first (fresh
+    attempts), for when the operator has fixed what made them fail.
+    """
+    from ingest_core.session import Session
+
+    report = RetryReport()
+    with Session(config) as session:
+        table = table_key(config.table_uri)
+        ledger = session.ledger_of(table)
+        if sha256 is None:
+            if include_quarantined:
+                for row in ledger.records(table=table, status=QUARANTINED):
+                    _release_into(ledger, row, report)
+            records = due_for_redrive(ledger, table, config.max_attempts)
+        else:
+            records = _one_for_retry(ledger, table, sha256.lower(), include_quarantined, report)
+        with progress(len(records)) as advance:
+            redriven = redrive(session, table, advance, records)
+    report.stats, report.gone = redriven.stats, redriven.gone
+    return report
+
+
+def _one_for_retry(
+    ledger: BaseLedger, table: str, sha256: str, include_quarantined: bool, report: RetryReport
+) -> list[FileRecord]:
+    row = ledger.get(table, sha256)
+    if row is None:
+        raise ConfigurationError(
+            f"no file with sha256 {sha256} in table {table}: check the sha256 "
+            "(`ingest quarantine list`, `ingest status`) and --table"
+        )
+    if row.status == QUARANTINED:
+        if not include_quarantined:
+            raise ConfigurationError(
+                f"{row.path} ({sha256[:12]}) is quarantined: {row.error}; fix the cause, then "
+                "retry with --include-quarantined"
+            )
+        row = _release_into(ledger, row, report)
+    if row.status == FAILED or (row.status == PROCESSING and not row.lease_live(ledger.now())):
+        return [row]
+    report.waiting.append(row)
+    return []
+
+
+def _release_into(ledger: BaseLedger, row: FileRecord, report: RetryReport) -> FileRecord:
+    released = ledger.release(row.table, row.sha256) or row
+    if released.status == FAILED:
+        report.released.append(released)
+    return released
