@@ -45,6 +45,7 @@ CREATE INDEX IF NOT EXISTS files_status ON files (status);
 CREATE INDEX IF NOT EXISTS files_path ON files (path);
 CREATE INDEX IF NOT EXISTS files_table_status ON files (target_table, status, created_at);
 CREATE INDEX IF NOT EXISTS files_table_created ON files (target_table, created_at);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE TABLE IF NOT EXISTS file_paths (
     path TEXT NOT NULL,
     target_table TEXT NOT NULL,
