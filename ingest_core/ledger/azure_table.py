@@ -75,6 +75,8 @@ _INDEX = "~"
 _REGISTRY = "~t"
 _BATCH = 100
 """Entities in one transaction (the service's limit)."""
+_READERS = 8
+"""Threads reading the rows an index names: the reads are independent round trips."""
 
 
 def table_partition(table: str) -> str:
@@ -278,7 +280,7 @@ class AzureTableLedger(BaseLedger):
     def _query(self, where: Where) -> Iterator[FileRecord]:
         if where.sha256 is not None:
             tables = [where.table] if where.table is not None else self.tables()
-            found = (self._get(t, where.sha256) for t in tables)
+            found = self._read_rows([(t, where.sha256) for t in tables])
             rows: Iterable[FileRecord] = (r for r in found if r is not None)
         elif where.table is not None and (where.any_path or where.path) is not None:
             rows = self._by_path_index(where.table, where.any_path or where.path or "")
@@ -314,10 +316,10 @@ class AzureTableLedger(BaseLedger):
             )
             if record.status in OPEN_STATUSES:
                 entities.append(self._open_entity(record))
-        self.upsert_batched(entities)
+        self._upsert_batched(entities)
         return count
 
-    def upsert_batched(self, entities: Iterable[dict[str, Any]]) -> None:
+    def _upsert_batched(self, entities: Iterable[dict[str, Any]]) -> None:
         """Upsert (replace) entities in transactions of up to 100 of one partition each."""
         by_key: dict[tuple[str, str], dict[str, Any]] = {}
         for entity in entities:
@@ -325,12 +327,15 @@ class AzureTableLedger(BaseLedger):
         partitions: dict[str, list[dict[str, Any]]] = {}
         for (partition, _), entity in by_key.items():
             partitions.setdefault(partition, []).append(entity)
-        with _translated("write index entities"):
-            for group in partitions.values():
-                for start in range(0, len(group), _BATCH):
-                    self._client.submit_transaction(
-                        [("upsert", e, {"mode": "replace"}) for e in group[start : start + _BATCH]]
-                    )
+        batches = [
+            [("upsert", e, {"mode": "replace"}) for e in group[start : start + _BATCH]]
+            for group in partitions.values()
+            for start in range(0, len(group), _BATCH)
+        ]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _translated("write index entities"), ThreadPoolExecutor(_READERS // 2) as pool:
+            list(pool.map(self._client.submit_transaction, batches))
 
     # -- indexes (this back end's own business) --------------------------------
 
@@ -395,8 +400,7 @@ class AzureTableLedger(BaseLedger):
                     select=["RowKey"],
                 )
             )
-        for entry in entries:
-            record = self._get(table, entry["RowKey"])
+        for record in self._read_rows([(table, e["RowKey"]) for e in entries]):
             if record is None:
                 continue  # its claim may be on its way: keep the entry
             if record.status == SUCCEEDED:
@@ -414,10 +418,16 @@ class AzureTableLedger(BaseLedger):
                     select=["sha256"],
                 )
             )
-        for entry in entries:
-            record = self._get(table, entry["sha256"])
-            if record is not None:
-                yield record
+        yield from (r for r in self._read_rows([(table, e["sha256"]) for e in entries]) if r)
+
+    def _read_rows(self, keys: list[tuple[str, str]]) -> list[FileRecord | None]:
+        """The rows at these (table, sha256) keys, in order; a few threads when there are many."""
+        if len(keys) <= 2:
+            return [self._get(table, sha256) for table, sha256 in keys]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(_READERS, len(keys))) as pool:
+            return list(pool.map(lambda key: self._get(*key), keys))
 
     def _scan(self, where: Where) -> Iterator[FileRecord]:
         """Rows read in key order, filtered by the service where it can: bounded only by `limit`."""
