@@ -282,8 +282,10 @@ class AzureTableLedger(BaseLedger):
             tables = [where.table] if where.table is not None else self.tables()
             found = self._read_rows([(t, where.sha256) for t in tables])
             rows: Iterable[FileRecord] = (r for r in found if r is not None)
-        elif where.table is not None and (where.any_path or where.path) is not None:
-            rows = self._by_path_index(where.table, where.any_path or where.path or "")
+        elif (where.any_path or where.path) is not None:
+            path = where.any_path or where.path or ""
+            tables = [where.table] if where.table is not None else self.tables()
+            rows = (r for t in tables for r in self._by_path_index(t, path))
         elif where.statuses is not None and set(where.statuses) <= set(OPEN_STATUSES):
             tables = [where.table] if where.table is not None else self.tables()
             rows = (r for t in tables for r in self._open_rows(t))

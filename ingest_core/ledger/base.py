@@ -177,10 +177,10 @@ class BaseLedger(ABC):
     def _query(self, where: Where) -> Iterator[FileRecord]:
         """Rows matching `where`, at most `where.limit` of them.
 
-        Cost must follow the rows returned, not the ledger's size, for these
-        shapes: `sha256` (with or without `table`), `table` + `any_path` or
-        `path`, `table` + open `statuses`, and any shape with a `limit` (the
-        read stops there).
+        Cost must follow the rows returned (and the number of tables where
+        no `table` is given), not the ledger's size, for these shapes:
+        `sha256`, `any_path` or `path`, open `statuses`, and any shape with a
+        `limit` whose rows are common (the read stops there).
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
