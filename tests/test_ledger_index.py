@@ -152,7 +152,10 @@ def test_open_entries_spread_over_sixteen_partitions_per_table(azure):
 
 
 @pytest.mark.azurite
-def test_rows_written_before_the_indexes_are_found_after_reindex(azure, clock):
+def test_rows_written_before_the_indexes_are_found_after_reindex(azure, clock, monkeypatch):
+    from ingest_core.ledger import azure_table
+
+    monkeypatch.setattr(azure_table, "_REINDEX_CHUNK", 1)  # write as it reads, row by row
     ledger, _ = azure
     now = clock.now
     legacy = [

@@ -75,6 +75,8 @@ _INDEX = "~"
 _REGISTRY = "~t"
 _BATCH = 100
 """Entities in one transaction (the service's limit)."""
+_REINDEX_CHUNK = 20_000
+"""Rows whose index entries `reindex` holds in memory before writing them."""
 _READERS = 8
 """Threads reading the rows an index names: the reads are independent round trips."""
 
@@ -318,6 +320,9 @@ class AzureTableLedger(BaseLedger):
             )
             if record.status in OPEN_STATUSES:
                 entities.append(self._open_entity(record))
+            if count % _REINDEX_CHUNK == 0:  # bounded memory, whatever the ledger's size
+                self._upsert_batched(entities)
+                entities.clear()
         self._upsert_batched(entities)
         return count
 
