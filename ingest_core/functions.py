@@ -295,8 +295,8 @@ def file_status(req: func.HttpRequest) -> func.HttpResponse:
 
     200 with the row as JSON; 400 for a malformed sha256; 404 when unknown.
     With routes: 200 with `{"sha256", "files", "count"}`, every row of that
-    content in any table (each row names its `table`; this reads the whole
-    ledger); 404 when there is none.
+    content in any table (each row names its `table`; one read a table);
+    404 when there is none.
     """
     sha = req.route_params.get("sha256", "")
     if not SHA256.fullmatch(sha):
@@ -304,7 +304,7 @@ def file_status(req: func.HttpRequest) -> func.HttpResponse:
     config = app_config()
 
     def read_routed(ledger: BaseLedger) -> func.HttpResponse:
-        rows = [r.to_dict() for r in ledger.records() if r.sha256 == sha.lower()]
+        rows = [r.to_dict() for r in ledger.find(sha.lower())]
         if not rows:
             return _json({"error": f"no file with sha256 {sha.lower()} in any table"}, 404)
         return _json({"sha256": sha.lower(), "files": rows, "count": len(rows)}, 200)
@@ -323,8 +323,9 @@ def list_files(req: func.HttpRequest) -> func.HttpResponse:
 
     `state` is a ledger status (processing, succeeded, failed, quarantined);
     `path` matches the recorded path exactly; at most `limit` rows (default
-    100). 400 for an unknown state or a bad limit. With routes, the rows of
-    every table (each names its `table`), the unrouted files' included.
+    100; on Azure Table, when more match, which ones is the store's choice).
+    400 for an unknown state or a bad limit. With routes, the rows of every
+    table (each names its `table`), the unrouted files' included.
     """
     path = req.params.get("path") or None
     state = req.params.get("state") or None
@@ -338,7 +339,7 @@ def list_files(req: func.HttpRequest) -> func.HttpResponse:
 
     def read(ledger: BaseLedger) -> func.HttpResponse:
         table = None if config.routes else table_key(config.table_uri)
-        rows = ledger.records(table=table, status=state, path=path)
+        rows = ledger.records(table=table, status=state, path=path, limit=limit + 1)
         body = {
             "files": [r.to_dict() for r in rows[:limit]],
             "count": min(len(rows), limit),

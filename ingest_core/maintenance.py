@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ingest_core.config import table_key
-from ingest_core.ledger import FAILED, PROCESSING, BaseLedger, FileRecord
+from ingest_core.ledger import BaseLedger, FileRecord
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile
 
@@ -35,10 +35,7 @@ class RedriveReport:
 
 def due_for_redrive(ledger: BaseLedger, table: str, max_attempts: int) -> list[FileRecord]:
     """Rows of `table` worth another attempt: failed with attempts left, or lease expired."""
-    now = ledger.now()
-    failed = [r for r in ledger.records(table=table, status=FAILED) if r.attempt < max_attempts]
-    stalled = [r for r in ledger.records(table=table, status=PROCESSING) if not r.lease_live(now)]
-    return failed + stalled
+    return ledger.due(table, max_attempts=max_attempts)
 
 
 def redrive(
@@ -78,14 +75,14 @@ def redrive(
 def routed_tables(routes: Routes, ledger: BaseLedger) -> list[str]:
     """The tables a routed deployment maintains, as the ledger names them (`table_key`).
 
-    Every table with rows in the shared `ledger` (this reads every row once),
+    Every table with rows in the shared `ledger` (from its table registry),
     and every route's table that uses no capture; not the `unrouted:` rows. A
     table a capture names (`abfss://.../{dataset}`) is known once a file has
     been routed to it.
     """
     from ingest_core.routing import UNROUTED_TABLE, template_names
 
-    tables = {row.table for row in ledger.records()}
+    tables = set(ledger.tables())
     tables.update(table_key(r.table) for r in routes.routes if not template_names(r.table))
     tables.discard(UNROUTED_TABLE)
     return sorted(tables)

@@ -241,3 +241,105 @@ def test_racing_claims_have_exactly_one_winner(ledger):
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["claimed"] + ["in_progress"] * 5
+
+
+# -- reads by key: due, tables, find, by_path, records(limit) ---------------------------
+
+
+def failed_row(ledger: BaseLedger, key: str, *, attempts: int, table: str = TABLE,
+               path: str = "p") -> None:
+    for i in range(attempts):
+        record = claim(ledger, key, f"W{i}", path=path, table=table, max_attempts=attempts + 1)
+        ledger.fail(record.record, f"boom {i}")
+
+
+def test_due_lists_failed_rows_with_attempts_left_and_expired_leases(ledger, clock):
+    ledger.complete(claim(ledger, "done", "A").record, delta_version=0, rows=1)
+    failed_row(ledger, "retry", attempts=1)
+    failed_row(ledger, "spent", attempts=3)
+    clock.advance(1)
+    claim(ledger, "stalled", "A")
+    ledger.fail(claim(ledger, "bad", "A").record, "corrupt", quarantine=True)
+    failed_row(ledger, "elsewhere", attempts=1, table="/lake/other")
+    clock.advance(LEASE - 5)
+    claim(ledger, "live", "B")
+    assert [r.sha256 for r in ledger.due(TABLE, max_attempts=3)] == [sha("retry")]
+    clock.advance(10)
+    due = ledger.due(TABLE, max_attempts=3)
+    assert [r.sha256 for r in due] == [sha("retry"), sha("stalled")]
+    assert [r.status for r in due] == [FAILED, PROCESSING]
+    assert [r.sha256 for r in ledger.due(TABLE, max_attempts=4)] == [
+        sha("retry"), sha("spent"), sha("stalled")
+    ]
+    assert [r.sha256 for r in ledger.due(TABLE, max_attempts=3, limit=1)] == [sha("retry")]
+    earlier = clock.now - timedelta(seconds=10)
+    assert [r.sha256 for r in ledger.due(TABLE, max_attempts=3, now=earlier)] == [sha("retry")]
+    assert [r.sha256 for r in ledger.due("/lake/other", max_attempts=3)] == [sha("elsewhere")]
+
+
+def test_a_completed_or_released_row_leaves_or_rejoins_due(ledger, clock):
+    record = claim(ledger, "a", "A").record
+    clock.advance(LEASE + 1)
+    assert [r.sha256 for r in ledger.due(TABLE, max_attempts=3)] == [sha("a")]
+    ledger.complete(record, delta_version=0, rows=1)
+    assert ledger.due(TABLE, max_attempts=3) == []
+    ledger.fail(claim(ledger, "b", "A").record, "bad", quarantine=True)
+    assert ledger.due(TABLE, max_attempts=3) == []
+    ledger.release(TABLE, sha("b"))
+    assert [(r.sha256, r.attempt) for r in ledger.due(TABLE, max_attempts=3)] == [(sha("b"), 0)]
+
+
+def test_tables_names_every_table_with_rows(ledger):
+    assert ledger.tables() == []
+    for table in (TABLE, WEIRD_TABLE, "unrouted:/routes.toml", TABLE):
+        claim(ledger, table, "A", table=table)
+    assert ledger.tables() == sorted({TABLE, WEIRD_TABLE, "unrouted:/routes.toml"})
+
+
+def test_find_returns_the_rows_of_one_content_across_tables(ledger):
+    ledger.complete(claim(ledger, "a", "A", path="x/a").record, delta_version=4, rows=1)
+    claim(ledger, "a", "B", path="y/a", table=WEIRD_TABLE)
+    claim(ledger, "b", "A", table="/lake/other")
+    found = ledger.find(sha("a"))
+    assert [(r.table, r.status, r.path) for r in found] == sorted(
+        [(TABLE, SUCCEEDED, "x/a"), (WEIRD_TABLE, PROCESSING, "y/a")]
+    )
+    assert [r.table for r in ledger.find(sha("a"), table=WEIRD_TABLE)] == [WEIRD_TABLE]
+    assert ledger.find(sha("a"), table="/lake/other") == []
+    assert ledger.find(sha("nothing")) == []
+
+
+def test_by_path_finds_rows_by_path_and_by_sighting_exactly(ledger, clock):
+    ledger.complete(claim(ledger, "a", "A", path=WEIRD_PATH).record, delta_version=0, rows=1)
+    clock.advance(1)
+    assert claim(ledger, "a", "B", path="copy/a").outcome == "done"
+    ledger.fail(claim(ledger, "b", "A", path=WEIRD_PATH).record, "boom")
+    claim(ledger, "c", "A", path=WEIRD_PATH, table="/lake/other")
+    assert [r.sha256 for r in ledger.by_path(TABLE, WEIRD_PATH)] == [sha("a"), sha("b")]
+    assert [r.sha256 for r in ledger.by_path(TABLE, "copy/a")] == [sha("a")]
+    assert [r.sha256 for r in ledger.by_path("/lake/other", WEIRD_PATH)] == [sha("c")]
+    assert ledger.by_path(TABLE, WEIRD_PATH + " ") == []
+    assert ledger.by_path(TABLE, "copy") == []
+
+
+def test_by_path_drops_a_path_the_row_no_longer_carries(ledger, clock):
+    claim(ledger, "a", "A", path="old/a")
+    clock.advance(LEASE + 1)
+    assert claim(ledger, "a", "B", path="new/a").outcome == "claimed"
+    assert ledger.by_path(TABLE, "old/a") == []
+    assert [r.owner for r in ledger.by_path(TABLE, "new/a")] == ["B"]
+
+
+def test_records_with_a_limit_stop_there(ledger, clock):
+    for key in "abcde":
+        claim(ledger, key, "A", path=f"x/{key}")
+        clock.advance(1)
+    claim(ledger, "f", "A", table="/lake/other")
+    everything = ledger.records(table=TABLE)
+    assert len(everything) == 5
+    some = ledger.records(table=TABLE, limit=2)
+    assert len(some) == 2 and {r.sha256 for r in some} <= {r.sha256 for r in everything}
+    assert some == sorted(some, key=lambda r: r.created_at)
+    assert len(ledger.records(limit=6)) == 6 and len(ledger.records(limit=3)) == 3
+    assert len(ledger.records(table=TABLE, limit=10)) == 5
+    assert len(ledger.records(table=TABLE, status=PROCESSING, limit=4)) == 4

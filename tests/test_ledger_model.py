@@ -3,7 +3,8 @@
 Workers claim, renew, complete, fail and release contents while an injected
 clock moves on; after every step each row in the ledger must equal the
 model's. The model is the protocol of DESIGN.md section 3 written as plainly
-as possible. On both ledgers (SQLite, Azure Table on Azurite).
+as possible; the reads by key (`due`, `find`, `by_path`, `tables`) must
+agree with it at every step. On both ledgers (SQLite, Azure Table on Azurite).
 """
 
 from __future__ import annotations
@@ -166,6 +167,21 @@ def machine_for(ledger: BaseLedger, clock: Clock) -> type[RuleBasedStateMachine]
                 assert (got.delta_version, got.rows, got.error) == (
                     want.delta_version, want.rows, want.error
                 )
+
+        @invariant()
+        def reads_by_key_agree_with_the_model(self) -> None:
+            want_due = {
+                sha for sha, row in self.model.items()
+                if (row.status == FAILED and row.attempt < MAX_ATTEMPTS)
+                or (row.status == PROCESSING and not self.live(row))
+            }
+            assert {r.sha256 for r in ledger.due(self.table, max_attempts=MAX_ATTEMPTS)} == (
+                want_due
+            )
+            for sha in self.model:
+                assert [r.sha256 for r in ledger.find(sha, table=self.table)] == [sha]
+                assert sha in {r.sha256 for r in ledger.by_path(self.table, f"landing/{sha[:6]}")}
+            assert self.table in ledger.tables() or not self.model
 
         @invariant()
         def content_is_completed_once_and_stays_done(self) -> None:

@@ -8,6 +8,7 @@ their exit statuses and --json shapes are what is checked.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import time
 from pathlib import Path
@@ -90,6 +91,26 @@ def test_replaying_local_files_through_event_grid_is_refused(landing, table_uri,
     assert "--via direct" in capsys.readouterr().err
 
 
+@pytest.fixture(params=[50, 0], ids=["reads-rows", "by-path"])
+def sweep_lookup(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Sweep both ways: one read of the table's rows, or (rows per file 0) a lookup per file."""
+    from ingest_core.ledger import BaseLedger
+
+    sweep_module = importlib.import_module("ingest_core.ops.sweep")  # the module, not `ops.sweep`
+    monkeypatch.setattr(sweep_module, "SWEEP_ROWS_PER_FILE", request.param)
+    looked_up: list[str] = []
+    real_by_path = BaseLedger.by_path
+
+    def counting_by_path(self, table, path):
+        looked_up.append(path)
+        return real_by_path(self, table, path)
+
+    monkeypatch.setattr(BaseLedger, "by_path", counting_by_path)
+    yield
+    assert bool(looked_up) == (request.param == 0)
+
+
+@pytest.mark.usefixtures("sweep_lookup")
 def test_sweep_redrives_only_files_the_ledger_never_saw(landing, table_uri, capsys, monkeypatch):
     write_text(landing / "a.csv", CSV_1)
     write_text(landing / "b.csv", CSV_2)
@@ -149,6 +170,7 @@ def test_sweep_and_replay_use_the_configured_worker_processes(
     assert id_counts(table_uri) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1, 6: 1}
 
 
+@pytest.mark.usefixtures("sweep_lookup")
 def test_sweep_redrives_a_file_whose_worker_died(landing, table_uri, capsys):
     path = write_text(landing / "a.csv", CSV_1)
     claim_as_dead_worker(table_uri, path)
@@ -159,6 +181,7 @@ def test_sweep_redrives_a_file_whose_worker_died(landing, table_uri, capsys):
     assert id_counts(table_uri) == {1: 1, 2: 1}
 
 
+@pytest.mark.usefixtures("sweep_lookup")
 def test_sweep_redrives_a_file_overwritten_in_place(landing, table_uri, capsys):
     path = write_text(landing / "a.csv", CSV_1)
     assert run_cli(["run", str(landing), "--table", table_uri]) == EXIT_OK

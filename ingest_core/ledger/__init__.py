@@ -8,6 +8,7 @@ from ingest_core.config import StorageConfig
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger.base import (
     FAILED,
+    OPEN_STATUSES,
     PROCESSING,
     QUARANTINED,
     STATUSES,
@@ -19,6 +20,7 @@ from ingest_core.ledger.base import (
 
 __all__ = [
     "FAILED",
+    "OPEN_STATUSES",
     "PROCESSING",
     "QUARANTINED",
     "STATUSES",

@@ -10,6 +10,27 @@ Conditions: a claim is `create_entity` (409 `ResourceExistsError` if the row
 exists); every change is a REPLACE guarded by the ETag read
 (`If-Match`, 412 `ResourceModifiedError` when it moved). Both become
 `LedgerConflictError`; `BaseLedger` decides what they mean.
+
+Index entities, in the same Azure table, written by `_insert` and `_replace`
+(PartitionKeys start with `~`, after every row's hex PartitionKey, so a read
+of rows is the range `PartitionKey lt '~'`):
+
+    ~t                   RowKey sha256(table id)             the table registry
+    ~o-<table>-<h>       RowKey sha256                        open rows (h: sha256[0])
+    ~p-<table>-<hh>      RowKey sha256(path) + "-" + sha256   paths (hh: sha256(path)[:2])
+
+The row is the truth; an index entry may be stale, never missing:
+
+- a registry entry is written before a table's first row (once per process);
+- an open entry is written before a row becomes open (insert, or a replace
+  from a state not known to be open) and deleted only after the row is
+  `succeeded`, which is terminal. A reader re-reads the row behind each open
+  entry, drops an entry whose row is `succeeded`, and keeps one whose row is
+  missing (its insert may still be on its way);
+- a path entry is written before a row first carries that path (as `path` or
+  in `seen_paths`); entries are never deleted, readers re-check the row.
+
+Rows written before the indexes existed are found once `reindex()` has run.
 """
 
 from __future__ import annotations
@@ -18,7 +39,8 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -27,7 +49,14 @@ from ingest_core.azure.auth import table_service
 from ingest_core.azure.settings import account_settings
 from ingest_core.config import StorageConfig
 from ingest_core.errors import ConfigurationError, LedgerConflictError, LedgerUnavailableError
-from ingest_core.ledger.base import BaseLedger, FileRecord, bound_error
+from ingest_core.ledger.base import (
+    OPEN_STATUSES,
+    SUCCEEDED,
+    BaseLedger,
+    FileRecord,
+    Where,
+    bound_error,
+)
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -41,11 +70,34 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _INT64_FIELDS = ("size", "delta_version", "rows")
 _TIME_FIELDS = ("lease_until", "created_at", "updated_at")
 _TEXT_FIELDS = ("status", "path", "source_etag", "owner")
+_INDEX = "~"
+"""First character of every index PartitionKey: sorts after the rows' hex PartitionKeys."""
+_REGISTRY = "~t"
+_BATCH = 100
+"""Entities in one transaction (the service's limit)."""
+_REINDEX_CHUNK = 20_000
+"""Rows whose index entries `reindex` holds in memory before writing them."""
+_READERS = 8
+"""Threads reading the rows an index names: the reads are independent round trips."""
 
 
 def table_partition(table: str) -> str:
     """The PartitionKey prefix of a target table: 16 hex digits of its id's sha256."""
     return hashlib.sha256(table.encode()).hexdigest()[:16]
+
+
+def _hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _open_partition(table: str, sha256: str) -> str:
+    return f"{_INDEX}o-{table_partition(table)}-{sha256[0]}"
+
+
+def _path_keys(table: str, path: str) -> tuple[str, str]:
+    """PartitionKey and RowKey prefix of a path's entries (RowKeys forbid `/`, `#`: hash)."""
+    digest = _hex(path)
+    return f"{_INDEX}p-{table_partition(table)}-{digest[:2]}", digest + "-"
 
 
 def _utf16_len(text: str) -> int:
@@ -92,6 +144,8 @@ class AzureTableLedger(BaseLedger):
     def __init__(self, client: TableClient, clock: Callable[[], datetime] | None = None) -> None:
         super().__init__(clock)
         self._client = client
+        self._registered: set[str] = set()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_uri(
@@ -183,16 +237,21 @@ class AzureTableLedger(BaseLedger):
         from azure.core.exceptions import ResourceExistsError
 
         entity = self._entity(record)
+        self._register(record.table)
+        self._index_paths(record, None)
+        self._index_open(record)
         with _translated(f"claim {record.path}"):
             try:
                 written = self._client.create_entity(entity)
             except ResourceExistsError as exc:
+                # Our open entry stays: the row there is open (and needs it) or
+                # succeeded (and a reader drops it).
                 raise LedgerConflictError(
                     f"{record.sha256} already claimed in {record.table}"
                 ) from exc
         return _with_etag(record, written["etag"])
 
-    def _replace(self, record: FileRecord) -> FileRecord:
+    def _replace(self, record: FileRecord, previous: FileRecord | None = None) -> FileRecord:
         from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
         from azure.data.tables import UpdateMode
@@ -200,6 +259,10 @@ class AzureTableLedger(BaseLedger):
         if record.etag is None:
             raise ValueError("a conditional replace needs the ETag the row was read at")
         entity = self._entity(record)
+        was_open = previous is not None and previous.status in OPEN_STATUSES
+        self._index_paths(record, previous)
+        if record.status in OPEN_STATUSES and not was_open:
+            self._index_open(record)
         with _translated(f"update {record.path}"):
             try:
                 written = self._client.update_entity(
@@ -212,30 +275,194 @@ class AzureTableLedger(BaseLedger):
                 raise LedgerConflictError(
                     f"{record.sha256} in {record.table} changed since it was read"
                 ) from exc
+        if record.status == SUCCEEDED and (previous is None or previous.status != SUCCEEDED):
+            self._unindex_open(record.table, record.sha256)
         return _with_etag(record, written["etag"])
 
-    def _query(
-        self, *, table: str | None = None, status: str | None = None, path: str | None = None
-    ) -> Iterator[FileRecord]:
-        clauses: list[str] = []
-        parameters: dict[str, Any] = {}
-        if table is not None:
-            prefix = table_partition(table)
-            clauses += ["PartitionKey ge @lo", "PartitionKey lt @hi", "target_table eq @table"]
-            parameters.update(lo=prefix + "-", hi=prefix + ".", table=table)
-        for name, value in (("status", status), ("path", path)):
-            if value is not None:
-                clauses.append(f"{name} eq @{name}")
-                parameters[name] = value
-        with _translated("query the ledger"):
-            if clauses:
-                entities = self._client.query_entities(
-                    " and ".join(clauses), parameters=parameters
+    def _query(self, where: Where) -> Iterator[FileRecord]:
+        if where.sha256 is not None:
+            tables = [where.table] if where.table is not None else self.tables()
+            found = self._read_rows([(t, where.sha256) for t in tables])
+            rows: Iterable[FileRecord] = (r for r in found if r is not None)
+        elif (where.any_path or where.path) is not None:
+            path = where.any_path or where.path or ""
+            tables = [where.table] if where.table is not None else self.tables()
+            rows = (r for t in tables for r in self._by_path_index(t, path))
+        elif where.statuses is not None and set(where.statuses) <= set(OPEN_STATUSES):
+            tables = [where.table] if where.table is not None else self.tables()
+            rows = (r for t in tables for r in self._open_rows(t))
+        else:
+            rows = self._scan(where)
+        yield from where.select(rows)
+
+    def tables(self) -> list[str]:
+        """The table keys that have rows, from the registry partition (one entity a table)."""
+        with _translated("list the ledger's tables"):
+            entities = self._client.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": _REGISTRY}, select=["target_table"]
+            )
+            return sorted({e["target_table"] for e in entities})
+
+    def reindex(self) -> int:
+        """Write the index entities of every row (one read of the ledger, batched writes).
+
+        The upgrade path for rows written by a version without indexes; safe to
+        run while workers write (it only adds entries; a stale one is dropped
+        by readers). Returns the number of rows read.
+        """
+        entities: list[dict[str, Any]] = []
+        count = 0
+        for record in self._scan(Where()):
+            count += 1
+            entities.append(self._registry_entity(record.table))
+            entities.extend(
+                self._path_entity(record, p) for p in {record.path, *record.seen_paths}
+            )
+            if record.status in OPEN_STATUSES:
+                entities.append(self._open_entity(record))
+            if count % _REINDEX_CHUNK == 0:  # bounded memory, whatever the ledger's size
+                self._upsert_batched(entities)
+                entities.clear()
+        self._upsert_batched(entities)
+        return count
+
+    def _upsert_batched(self, entities: Iterable[dict[str, Any]]) -> None:
+        """Upsert (replace) entities in transactions of up to 100 of one partition each."""
+        by_key: dict[tuple[str, str], dict[str, Any]] = {}
+        for entity in entities:
+            by_key[(entity["PartitionKey"], entity["RowKey"])] = entity
+        partitions: dict[str, list[dict[str, Any]]] = {}
+        for (partition, _), entity in by_key.items():
+            partitions.setdefault(partition, []).append(entity)
+        batches = [
+            [("upsert", e, {"mode": "replace"}) for e in group[start : start + _BATCH]]
+            for group in partitions.values()
+            for start in range(0, len(group), _BATCH)
+        ]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _translated("write index entities"), ThreadPoolExecutor(_READERS // 2) as pool:
+            list(pool.map(self._client.submit_transaction, batches))
+
+    # -- indexes (this back end's own business) --------------------------------
+
+    def _register(self, table: str) -> None:
+        with self._lock:
+            if table in self._registered:
+                return
+        with _translated(f"register the table {table}"):
+            self._client.upsert_entity(self._registry_entity(table), mode=_replace_mode())
+        with self._lock:
+            self._registered.add(table)
+
+    @staticmethod
+    def _registry_entity(table: str) -> dict[str, Any]:
+        return {"PartitionKey": _REGISTRY, "RowKey": _hex(table), "target_table": _bounded(table)}
+
+    @staticmethod
+    def _open_entity(record: FileRecord) -> dict[str, Any]:
+        return {
+            "PartitionKey": _open_partition(record.table, record.sha256),
+            "RowKey": record.sha256,
+            "target_table": _bounded(record.table),
+        }
+
+    @staticmethod
+    def _path_entity(record: FileRecord, path: str) -> dict[str, Any]:
+        partition, prefix = _path_keys(record.table, path)
+        return {
+            "PartitionKey": partition,
+            "RowKey": prefix + record.sha256,
+            "sha256": record.sha256,
+        }
+
+    def _index_open(self, record: FileRecord) -> None:
+        with _translated(f"index the open row of {record.path}"):
+            self._client.upsert_entity(self._open_entity(record), mode=_replace_mode())
+
+    def _unindex_open(self, table: str, sha256: str) -> None:
+        """Drop an open entry (only ever after its row is `succeeded`); best effort."""
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self._client.delete_entity(_open_partition(table, sha256), sha256)
+        except HttpResponseError:
+            pass  # a stale entry: the next reader drops it
+
+    def _index_paths(self, record: FileRecord, previous: FileRecord | None) -> None:
+        known = {previous.path, *previous.seen_paths} if previous is not None else set()
+        new = [p for p in dict.fromkeys([record.path, *record.seen_paths]) if p not in known]
+        with _translated(f"index the paths of {record.path}"):
+            for path in new:
+                self._client.upsert_entity(self._path_entity(record, path), mode=_replace_mode())
+
+    def _open_rows(self, table: str) -> Iterator[FileRecord]:
+        """The open rows of `table`: one query over its open entries, then a read of each row."""
+        prefix = f"{_INDEX}o-{table_partition(table)}-"
+        with _translated(f"read the open rows of {table}"):
+            entries = list(
+                self._client.query_entities(
+                    "PartitionKey ge @lo and PartitionKey lt @hi and target_table eq @table",
+                    parameters={"lo": prefix + "0", "hi": prefix + "g", "table": table},
+                    select=["RowKey"],
                 )
-            else:
-                entities = self._client.list_entities()
+            )
+        for record in self._read_rows([(table, e["RowKey"]) for e in entries]):
+            if record is None:
+                continue  # its claim may be on its way: keep the entry
+            if record.status == SUCCEEDED:
+                self._unindex_open(table, record.sha256)
+                continue
+            yield record
+
+    def _by_path_index(self, table: str, path: str) -> Iterator[FileRecord]:
+        partition, prefix = _path_keys(table, path)
+        with _translated(f"look up {path} in {table}"):
+            entries = list(
+                self._client.query_entities(
+                    "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                    parameters={"pk": partition, "lo": prefix, "hi": prefix[:-1] + "."},
+                    select=["sha256"],
+                )
+            )
+        yield from (r for r in self._read_rows([(table, e["sha256"]) for e in entries]) if r)
+
+    def _read_rows(self, keys: list[tuple[str, str]]) -> list[FileRecord | None]:
+        """The rows at these (table, sha256) keys, in order; a few threads when there are many."""
+        if len(keys) <= 2:
+            return [self._get(table, sha256) for table, sha256 in keys]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(_READERS, len(keys))) as pool:
+            return list(pool.map(lambda key: self._get(*key), keys))
+
+    def _scan(self, where: Where) -> Iterator[FileRecord]:
+        """Rows read in key order, filtered by the service where it can: bounded only by `limit`."""
+        clauses = ["PartitionKey lt @index"]
+        parameters: dict[str, Any] = {"index": _INDEX}
+        if where.table is not None:
+            prefix = table_partition(where.table)
+            clauses += ["PartitionKey ge @lo", "PartitionKey lt @hi", "target_table eq @table"]
+            parameters.update(lo=prefix + "-", hi=prefix + ".", table=where.table)
+        if where.statuses is not None and len(where.statuses) == 1:
+            clauses.append("status eq @status")
+            parameters["status"] = where.statuses[0]
+        if where.path is not None:
+            clauses.append("path eq @path")
+            parameters["path"] = where.path
+        page = min(where.limit, 1000) if where.limit is not None else None
+        with _translated("query the ledger"):
+            entities = self._client.query_entities(
+                " and ".join(clauses), parameters=parameters, results_per_page=page
+            )
             for entity in entities:
                 yield self._record(entity, entity.metadata["etag"])
+
+
+def _replace_mode() -> Any:
+    from azure.data.tables import UpdateMode
+
+    return UpdateMode.REPLACE
 
 
 def _with_etag(record: FileRecord, etag: str) -> FileRecord:

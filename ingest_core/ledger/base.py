@@ -3,7 +3,13 @@
 `BaseLedger` holds the whole claim/lease/complete logic. A back end implements
 only four storage methods: `_get`, `_insert` (conditional: fails if the row
 exists), `_replace` (conditional: fails unless the row still has the version
-the caller read) and `_query`. Both conditions raise `LedgerConflictError`.
+the caller read) and `_query` (rows matching a `Where`). Both conditions raise
+`LedgerConflictError`.
+
+Reads by key: `due`, `tables`, `find`, `by_path` and `records(limit=...)` must
+cost what they return, never a read of the whole ledger: each back end serves
+the `Where` shapes they use from its own indexes (SQL indexes; index entities
+in Azure Table, kept by that back end inside its primitives).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -23,6 +29,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 QUARANTINED = "quarantined"
 STATUSES = (PROCESSING, SUCCEEDED, FAILED, QUARANTINED)
+OPEN_STATUSES = (PROCESSING, FAILED, QUARANTINED)
+"""Rows not settled for good. `succeeded` is terminal: no change ever reopens such a row."""
 
 MAX_ERROR_CHARS = 8_000
 """Error text kept in a row: well inside Azure Table's 64 KiB property limit."""
@@ -66,6 +74,51 @@ class FileRecord:
             value = getattr(self, f.name)
             out[f.name] = value.isoformat() if isinstance(value, datetime) else value
         return out
+
+
+@dataclass(frozen=True)
+class Where:
+    """What `_query` selects: rows matching every filter given (None: no filter)."""
+
+    table: str | None = None
+    statuses: tuple[str, ...] | None = None
+    path: str | None = None
+    """The row's `path` equals it."""
+    any_path: str | None = None
+    """The row's `path` equals it or its `seen_paths` holds it."""
+    sha256: str | None = None
+    limit: int | None = None
+    """Stop after this many rows (the store's order; SQLite: oldest first)."""
+
+    def matches(self, record: FileRecord) -> bool:
+        """Whether `record` passes every filter (limit aside)."""
+        return (
+            (self.table is None or record.table == self.table)
+            and (self.statuses is None or record.status in self.statuses)
+            and (self.path is None or record.path == self.path)
+            and (
+                self.any_path is None
+                or record.path == self.any_path
+                or self.any_path in record.seen_paths
+            )
+            and (self.sha256 is None or record.sha256 == self.sha256)
+        )
+
+    def select(self, rows: Iterable[FileRecord]) -> Iterator[FileRecord]:
+        """The rows that match, stopping at `limit`: a back end's last filter over its reads."""
+        if self.limit is not None and self.limit <= 0:
+            return
+        found = 0
+        for record in rows:
+            if self.matches(record):
+                yield record
+                found += 1
+                if self.limit is not None and found >= self.limit:
+                    return
+
+
+def _oldest_first(rows: Iterable[FileRecord]) -> list[FileRecord]:
+    return sorted(rows, key=lambda r: (r.created_at or datetime.min.replace(tzinfo=UTC), r.sha256))
 
 
 ClaimOutcome = Literal["claimed", "done", "in_progress", "quarantined"]
@@ -113,14 +166,22 @@ class BaseLedger(ABC):
         """Insert a new row; raise LedgerConflictError if the key exists."""
 
     @abstractmethod
-    def _replace(self, record: FileRecord) -> FileRecord:
-        """Replace a row whose version is still `record.etag`; else LedgerConflictError."""
+    def _replace(self, record: FileRecord, previous: FileRecord | None = None) -> FileRecord:
+        """Replace a row whose version is still `record.etag`; else LedgerConflictError.
+
+        `previous` is the row as read at that version, when the caller has it:
+        a back end keeping indexes may skip the entries that did not change.
+        """
 
     @abstractmethod
-    def _query(
-        self, *, table: str | None = None, status: str | None = None, path: str | None = None
-    ) -> Iterator[FileRecord]:
-        """Rows matching every filter given (path compares the row's `path`)."""
+    def _query(self, where: Where) -> Iterator[FileRecord]:
+        """Rows matching `where`, at most `where.limit` of them.
+
+        Cost must follow the rows returned (and the number of tables where
+        no `table` is given), not the ledger's size, for these shapes:
+        `sha256`, `any_path` or `path`, open `statuses`, and any shape with a
+        `limit` whose rows are common (the read stops there).
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections."""
@@ -136,12 +197,74 @@ class BaseLedger(ABC):
         return self._get(table, sha256)
 
     def records(
-        self, *, table: str | None = None, status: str | None = None, path: str | None = None
+        self,
+        *,
+        table: str | None = None,
+        status: str | None = None,
+        path: str | None = None,
+        limit: int | None = None,
     ) -> list[FileRecord]:
-        """Rows matching the filters, oldest first."""
-        rows = list(self._query(table=table, status=status, path=path))
-        rows.sort(key=lambda r: (r.created_at or datetime.min.replace(tzinfo=UTC), r.sha256))
-        return rows
+        """Rows matching the filters, oldest first.
+
+        With `limit`, the read stops after that many rows: SQLite returns the
+        oldest; Azure Table the first in its key order (a random sample, as
+        keys are content hashes). Ask for `limit + 1` to learn whether more exist.
+        """
+        statuses = (status,) if status is not None else None
+        where = Where(table=table, statuses=statuses, path=path, limit=limit)
+        return _oldest_first(self._query(where))
+
+    def due(
+        self,
+        table: str,
+        *,
+        max_attempts: int,
+        now: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[FileRecord]:
+        """Rows of `table` worth another attempt, oldest first.
+
+        `failed` with attempts left (`attempt < max_attempts`), or `processing`
+        with a lease expired at `now` (default: the ledger's clock). Costs what
+        the table's open rows (processing, failed, quarantined) cost to read,
+        whatever the number of succeeded rows.
+        """
+        at = now or self.now()
+        open_rows = self._query(Where(table=table, statuses=(FAILED, PROCESSING)))
+        rows = _oldest_first(
+            r for r in open_rows
+            if (r.status == FAILED and r.attempt < max_attempts)
+            or (r.status == PROCESSING and not r.lease_live(at))
+        )
+        return rows if limit is None else rows[:limit]
+
+    def tables(self) -> list[str]:
+        """The table keys that have rows, sorted (the `unrouted:` key included).
+
+        This default reads every row; back ends override it with a registry.
+        """
+        return sorted({r.table for r in self._query(Where())})
+
+    def find(self, sha256: str, *, table: str | None = None) -> list[FileRecord]:
+        """The rows of one content: in `table`, or in every table (sorted by table)."""
+        return sorted(self._query(Where(table=table, sha256=sha256)), key=lambda r: r.table)
+
+    def by_path(self, table: str, path: str) -> list[FileRecord]:
+        """Rows of `table` whose `path` is `path` or whose `seen_paths` holds it, oldest first.
+
+        The exact string: other spellings of the same location (https:// and
+        abfss:// of one blob) are other paths.
+        """
+        return _oldest_first(self._query(Where(table=table, any_path=path)))
+
+    def reindex(self) -> int:
+        """Rebuild the back end's indexes from the rows; return how many rows were read.
+
+        The upgrade path for rows written before the indexes existed: run it
+        once, after every writer runs this version. It reads the whole ledger.
+        The default has no index to build and reads nothing.
+        """
+        return 0
 
     def claim(
         self,
@@ -182,13 +305,14 @@ class BaseLedger(ABC):
             updated_at=now,
         )
         for _ in range(5):
-            try:
-                return Claim("claimed", self._insert(fresh))
-            except LedgerConflictError:
-                pass
+            # Read first: a duplicate (the common redelivery) then costs one
+            # read, and a back end writes its index entries only for new rows.
             existing = self._get(table, sha256)
             if existing is None:
-                continue  # released between our insert and read: insert again
+                try:
+                    return Claim("claimed", self._insert(fresh))
+                except LedgerConflictError:
+                    continue  # inserted meanwhile (maybe by our own retried write): read it
             decided = self._decide(existing, fresh, owner, lease_seconds, max_attempts)
             if decided is not None:
                 return decided
@@ -224,7 +348,7 @@ class BaseLedger(ABC):
                 ),
             )
             try:
-                return Claim("quarantined", self._replace(gave_up))
+                return Claim("quarantined", self._replace(gave_up, existing))
             except LedgerConflictError:
                 return None
         takeover = dataclasses.replace(
@@ -239,7 +363,7 @@ class BaseLedger(ABC):
             updated_at=now,
         )
         try:
-            return Claim("claimed", self._replace(takeover))
+            return Claim("claimed", self._replace(takeover, existing))
         except LedgerConflictError:
             return None  # re-read: it may have been our own retried write
 
@@ -255,7 +379,7 @@ class BaseLedger(ABC):
             return record
         seen = [*record.seen_paths, path][-MAX_SEEN_PATHS:]
         try:
-            return self._replace(dataclasses.replace(record, seen_paths=seen))
+            return self._replace(dataclasses.replace(record, seen_paths=seen), record)
         except LedgerConflictError:
             return record  # a concurrent change won; the sighting is a courtesy, not state
 
@@ -270,7 +394,7 @@ class BaseLedger(ABC):
         current: FileRecord | None = record
         while current and current.status == PROCESSING and current.owner == record.owner:
             try:
-                return self._replace(change(current))
+                return self._replace(change(current), current)
             except LedgerConflictError:
                 current = self._get(record.table, record.sha256)
         return None
@@ -350,7 +474,8 @@ class BaseLedger(ABC):
                 return current
             try:
                 return self._replace(
-                    dataclasses.replace(current, status=FAILED, attempt=0, updated_at=self.now())
+                    dataclasses.replace(current, status=FAILED, attempt=0, updated_at=self.now()),
+                    current,
                 )
             except LedgerConflictError:
                 continue

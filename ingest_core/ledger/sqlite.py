@@ -1,7 +1,11 @@
 """The embedded ledger: one SQLite file, safe across processes on one machine.
 
-WAL mode with a busy timeout; every write is a single statement whose WHERE
-clause is the condition (`version = ?`), so no explicit locking is needed.
+WAL mode with a busy timeout; every write's WHERE clause is its condition
+(`version = ?`). A write and the `file_paths` rows it adds (the index of
+`path` and `seen_paths`, for `by_path`) commit in one transaction.
+
+Schema versions (`PRAGMA user_version`): 0, the first (no `file_paths`);
+2, this one. Opening a version-0 file upgrades it in place, once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ingest_core.errors import LedgerConflictError, LedgerUnavailableError
-from ingest_core.ledger.base import BaseLedger, FileRecord
+from ingest_core.ledger.base import BaseLedger, FileRecord, Where
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -39,7 +43,37 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_status ON files (status);
 CREATE INDEX IF NOT EXISTS files_path ON files (path);
+CREATE INDEX IF NOT EXISTS files_table_status ON files (target_table, status, created_at);
+CREATE INDEX IF NOT EXISTS files_table_created ON files (target_table, created_at);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
+CREATE TABLE IF NOT EXISTS file_paths (
+    path TEXT NOT NULL,
+    target_table TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (path, target_table, sha256)
+) WITHOUT ROWID;
 """
+
+SCHEMA_VERSION = 2
+
+_BACKFILL_PATHS = """
+INSERT OR IGNORE INTO file_paths (path, target_table, sha256)
+    SELECT path, target_table, sha256 FROM files
+    UNION ALL
+    SELECT seen.value, files.target_table, files.sha256
+    FROM files, json_each(files.seen_paths) AS seen
+"""
+
+_TABLES = """
+WITH RECURSIVE t(name) AS (
+    SELECT MIN(target_table) FROM files
+    UNION ALL
+    SELECT (SELECT MIN(target_table) FROM files WHERE target_table > t.name) FROM t
+    WHERE t.name IS NOT NULL
+)
+SELECT name FROM t WHERE name IS NOT NULL
+"""
+"""Distinct tables by skipping through the primary key: one seek a table, not a scan."""
 
 _COLUMNS = (
     "target_table, sha256, status, path, size, source_etag, owner, lease_until, attempt, "
@@ -64,12 +98,30 @@ class SqliteLedger(BaseLedger):
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn().executescript(_SCHEMA)
+            self._migrate()
         except (OSError, sqlite3.Error) as exc:
             raise LedgerUnavailableError(
                 f"cannot open the SQLite ledger {self.path}: {exc}; "
                 "check the path exists and is writable, or pass another --ledger"
             ) from exc
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older file up to `SCHEMA_VERSION` in one transaction."""
+        conn = self._conn()
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(_BACKFILL_PATHS)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -143,37 +195,99 @@ class SqliteLedger(BaseLedger):
 
     def _insert(self, record: FileRecord) -> FileRecord:
         placeholders = ", ".join("?" * 16)
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            self._conn().execute(
+            conn.execute(
                 f"INSERT INTO files ({_COLUMNS}) VALUES ({placeholders})", self._values(record, 1)
             )
+            self._add_paths(conn, record)
+            conn.execute("COMMIT")
         except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
             raise LedgerConflictError(f"{record.sha256} already claimed in {record.table}") from exc
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return dataclasses.replace(record, etag="1")
 
-    def _replace(self, record: FileRecord) -> FileRecord:
+    @staticmethod
+    def _add_paths(
+        conn: sqlite3.Connection, record: FileRecord, previous: FileRecord | None = None
+    ) -> None:
+        """Index the row's paths (only those `previous` did not have). Entries are never removed:
+        a row that loses a path (a takeover records the new one) is filtered out on read."""
+        known = {previous.path, *previous.seen_paths} if previous else set()
+        new = {record.path, *record.seen_paths} - known
+        conn.executemany(
+            "INSERT OR IGNORE INTO file_paths (path, target_table, sha256) VALUES (?, ?, ?)",
+            [(p, record.table, record.sha256) for p in new],
+        )
+
+    def _replace(self, record: FileRecord, previous: FileRecord | None = None) -> FileRecord:
         if record.etag is None:
             raise ValueError("a conditional replace needs the version the row was read at")
         new_version = int(record.etag) + 1
         values = self._values(record, new_version)
         assignments = ", ".join(f"{name.strip()} = ?" for name in _COLUMNS.split(",")[2:])
-        cursor = self._conn().execute(
-            f"UPDATE files SET {assignments} WHERE target_table = ? AND sha256 = ? AND version = ?",
-            (*values[2:], record.table, record.sha256, int(record.etag)),
-        )
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = conn.execute(
+                f"UPDATE files SET {assignments} "
+                "WHERE target_table = ? AND sha256 = ? AND version = ?",
+                (*values[2:], record.table, record.sha256, int(record.etag)),
+            )
+            if cursor.rowcount == 1:
+                self._add_paths(conn, record, previous)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         if cursor.rowcount != 1:
             raise LedgerConflictError(f"{record.sha256} in {record.table} changed since read")
         return dataclasses.replace(record, etag=str(new_version))
 
-    def _query(
-        self, *, table: str | None = None, status: str | None = None, path: str | None = None
-    ) -> Iterator[FileRecord]:
+    def _query(self, where: Where) -> Iterator[FileRecord]:
         clauses: list[str] = []
         params: list[object] = []
-        for column, value in (("target_table", table), ("status", status), ("path", path)):
+        for column, value in (
+            ("target_table", where.table), ("path", where.path), ("sha256", where.sha256)
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        for row in self._conn().execute(f"SELECT {_COLUMNS} FROM files{where}", params):
-            yield self._record(row)
+        if where.statuses is not None:
+            clauses.append(f"status IN ({', '.join('?' * len(where.statuses))})")
+            params.extend(where.statuses)
+        if where.any_path is not None:
+            clauses.append(
+                "(target_table, sha256) IN "
+                "(SELECT target_table, sha256 FROM file_paths WHERE path = ?)"
+            )
+            params.append(where.any_path)
+        sql = f"SELECT {_COLUMNS} FROM files"
+        if clauses:
+            sql += f" WHERE {' AND '.join(clauses)}"
+        if where.limit is not None:
+            sql += " ORDER BY created_at, sha256 LIMIT ?"
+            params.append(where.limit if where.any_path is None else -1)
+        # file_paths may hold a path a row has since lost: select() drops those.
+        yield from where.select(self._record(row) for row in self._conn().execute(sql, params))
+
+    def tables(self) -> list[str]:
+        """The table keys that have rows, sorted: one index seek a table."""
+        return [row[0] for row in self._conn().execute(_TABLES)]
+
+    def reindex(self) -> int:
+        """Rebuild `file_paths` from the rows (opening an older file already did); rows read."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_BACKFILL_PATHS)
+            count: int = conn.execute("SELECT COUNT(*) FROM files").fetchone()[0]
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return count
