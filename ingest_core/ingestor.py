@@ -451,7 +451,7 @@ class IdempotentIngestor:
         """Whether files of this table can go through the group commit."""
         from ingest_core.delta.data_files import writable
 
-        if stored is None or self.config.partition_by:
+        if stored is None or self.config.partition_by or not self.group.log.appendable():
             return False
         return writable(self.group.log.base, stored, ())
 

@@ -31,6 +31,18 @@ from ingest_core.delta.target import APP_ID_PREFIX, METADATA_KEY, TableRef, app_
 LOG_FOLDER = "_delta_log/"
 CHECKPOINT_EVERY = 100
 """Versions between the checkpoints this writer makes (delta-rs's default interval)."""
+RELOAD_AFTER = 1_000
+"""Versions followed from one base before the base is loaded afresh (bounds `landed`)."""
+TRUST_TIP_S = 600.0
+"""How long a confirmed latest version is trusted before the base is loaded afresh.
+
+Log cleanup deletes commit files older than the table's log retention once a
+checkpoint covers them; a writer that had not looked for that long could
+probe a deleted version, find it missing and write it again, behind the
+checkpoint where no reader looks. Within this window nothing it has not seen
+can be old enough to be cleaned (`MIN_LOG_RETENTION_S` is far longer)."""
+MIN_LOG_RETENTION_S = 3_600.0
+"""Tables whose `delta.logRetentionDuration` is shorter are not appended to directly."""
 ENGINE = "ingest-core"
 
 
@@ -62,6 +74,7 @@ class DeltaLog:
     landed: dict[str, Committed] = field(default_factory=dict)
     """sha256 -> its commit, for contents committed after `base_version`."""
     _stale: bool = True
+    _tip_seen_at: float = 0.0
 
     @property
     def base_version(self) -> int:
@@ -69,16 +82,33 @@ class DeltaLog:
         return -1 if self.base is None else self.base.version()
 
     def refresh(self) -> None:
-        """Read every commit made since the last look (and reload the base when asked to)."""
-        if self._stale:
+        """Read every commit made since the last look (reloading the base when it is due)."""
+        if (
+            self._stale
+            or time.monotonic() - self._tip_seen_at > TRUST_TIP_S
+            or self.version - self.base_version > RELOAD_AFTER
+        ):
             self._reload()
         while True:
             raw = self.store.read(log_entry(self.version + 1))
             if raw is None:
+                self._tip_seen_at = time.monotonic()
                 return
             self._read(self.version + 1, raw)
             if self._stale:
                 self._reload()
+
+    def appendable(self) -> bool:
+        """Whether this writer may append to the table directly (refresh first).
+
+        The table must exist, keep its log longer than `MIN_LOG_RETENTION_S`
+        and have a protocol the appends honour (checked by the caller against
+        the rows' schema: `data_files.writable`).
+        """
+        if self.base is None:
+            return False
+        setting = self.base.metadata().configuration.get("delta.logRetentionDuration")
+        return setting is None or _interval_seconds(setting) >= MIN_LOG_RETENTION_S
 
     def find(self, sha256: str, *, since: int = -1) -> Committed | None:
         """The commit that carried `sha256`, if any (refresh first).
@@ -119,6 +149,7 @@ class DeltaLog:
         if not self.store.create(log_entry(version), body.encode()):
             return None
         self._read(version, body.encode())
+        self._tip_seen_at = time.monotonic()
         if version % CHECKPOINT_EVERY == 0:
             self._checkpoint_later(version)
         return version
@@ -145,6 +176,7 @@ class DeltaLog:
     def _reload(self) -> None:
         self.base = self.ref.load()
         self.version = max(self.version, self.base_version)
+        self.landed = {k: c for k, c in self.landed.items() if c.version > self.base_version}
         self._stale = False
 
     def _checkpoint_later(self, version: int) -> None:
@@ -159,3 +191,18 @@ class DeltaLog:
                 return
 
         threading.Thread(target=checkpoint, name="delta-checkpoint", daemon=True).start()
+
+
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def _interval_seconds(text: str) -> float:
+    """Seconds of a Delta interval setting (`interval 30 days`); 0 when it cannot be read."""
+    parts = text.lower().replace("interval", "").split()
+    if len(parts) != 2:
+        return 0.0
+    try:
+        amount = float(parts[0])
+    except ValueError:
+        return 0.0
+    return amount * _UNITS.get(parts[1].rstrip("s"), 0)

@@ -29,6 +29,8 @@ class MaintenanceReport:
     """Data files vacuum deleted; None if skipped."""
     logs_cleaned: bool = False
     """Whether expired log files were removed (`cleanup_metadata`)."""
+    staging: dict[str, int] = field(default_factory=dict)
+    """The group commit's staging area: files left staged `committed`, `orphans_deleted`."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view."""
@@ -39,11 +41,14 @@ class MaintenanceReport:
             "checkpoint_version": self.checkpoint_version,
             "vacuumed": self.vacuumed,
             "logs_cleaned": self.logs_cleaned,
+            "staging": self.staging,
         }
 
 
 MIN_VACUUM_HOURS = 168
 """Vacuum retention below this (Delta's default of 7 days) needs `force`."""
+STAGING_AFTER_S = 3_600.0
+"""Files staged longer than this are committed by maintenance (their invocation died)."""
 
 
 def maintain(
@@ -54,6 +59,7 @@ def maintain(
     vacuum_hours: float | None = None,
     cleanup_logs: bool = False,
     force: bool = False,
+    staging_after_s: float | None = STAGING_AFTER_S,
 ) -> MaintenanceReport:
     """Compact the table's small files and write a checkpoint; optionally vacuum and clean logs.
 
@@ -71,6 +77,9 @@ def maintain(
             (`DeltaTable.cleanup_metadata`); a long log slows every commit.
         force: allow `vacuum_hours` below `MIN_VACUUM_HOURS` (readers of older
             versions, and writers still working from them, may then fail).
+        staging_after_s: commit files the group commit left staged longer than
+            this, and delete data files of intents another file superseded
+            (`GroupCommit.clean`); None: leave the staging area alone.
     """
     if vacuum_hours is not None and vacuum_hours < MIN_VACUUM_HOURS and not force:
         raise ConfigurationError(
@@ -78,9 +87,19 @@ def maintain(
             "writers of older versions could lose files; pass a longer retention, or --force"
         )
     report = MaintenanceReport(table=config.table_uri)
-    table = TableRef.of(config.table_uri, config.storage).load()
+    ref = TableRef.of(config.table_uri, config.storage)
+    table = ref.load()
     if table is None:
         return report
+    if staging_after_s is not None:
+        from ingest_core.delta.group_commit import GroupCommit
+
+        group = GroupCommit(ref)
+        try:
+            report.staging = group.clean(staging_after_s)
+        finally:
+            group.close()
+        table.update_incremental()
     if compact:
         report.compaction = dict(table.optimize.compact())
         table.update_incremental()
