@@ -66,6 +66,12 @@ class IngestConfig:
     """The Event Grid topic `ingest replay --via eventgrid` publishes to."""
     eventgrid_key: str | None = field(default=None, repr=False)
     """That topic's access key; None: Microsoft Entra identity (DefaultAzureCredential)."""
+    txn_retention: str | None = "interval 7 days"
+    """How long a table this creates keeps its Delta transaction ids (with lineage on).
+
+    The Delta-side guard covers this window after a commit; after it the ledger
+    is the record and the lineage column recognises old files (`delta.lineage`).
+    None or lineage off: the ids are kept for good."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -144,7 +150,8 @@ def from_env(
     INGEST_BATCH_FILES, INGEST_BATCH_SECONDS, INGEST_WORKERS, INGEST_LANDING_PATH,
     INGEST_LANDING_CONTAINERS (comma-separated), INGEST_ROUTES (a routes file's
     path or its TOML text; with it no table is required),
-    INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY.
+    INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY, INGEST_TXN_RETENTION (a
+    Delta interval, `interval 7 days`).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -158,6 +165,7 @@ def from_env(
         "routes": "INGEST_ROUTES",
         "eventgrid_topic_endpoint": "INGEST_EVENTGRID_TOPIC_ENDPOINT",
         "eventgrid_key": "INGEST_EVENTGRID_KEY",
+        "txn_retention": "INGEST_TXN_RETENTION",
     }
     for key, name in text.items():
         if env.get(name):

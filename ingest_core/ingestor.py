@@ -36,6 +36,7 @@ from ingest_core.sources import SourceFile, Sources
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from deltalake import DeltaTable
 
     from ingest_core.delta import DeltaTarget, TableRef
     from ingest_core.delta.group_commit import GroupCommit, Intent
@@ -108,6 +109,8 @@ class IdempotentIngestor:
         """Held by calls of `ingest_one` that commit on their own (`target` is not thread-safe)."""
         self._in_flight: dict[str, threading.Event] = {}
         self._in_flight_lock = threading.Lock()
+        self._ledger_checked = False
+        self._ledger_check = threading.Lock()
 
     # -- public API -----------------------------------------------------------
 
@@ -153,6 +156,7 @@ class IdempotentIngestor:
         batch: list[Work] = []
         batch_bytes = 0
         claimed_here: dict[str, str] = {}
+        self._check_ledger()
         for fetched in self._fetcher.ahead(files):
             work = self._claimer.claim(fetched, claimed_here)
             if isinstance(work, IngestResult):
@@ -193,6 +197,7 @@ class IdempotentIngestor:
         Raises:
             SourceGoneError: the file is not there (nothing is recorded).
         """
+        self._check_ledger()
         fetched = self._fetcher.fetch(file)
         if isinstance(fetched.copy, SourceGoneError):
             raise fetched.copy
@@ -224,6 +229,33 @@ class IdempotentIngestor:
 
     # -- commits ----------------------------------------------------------------------
 
+    def _check_ledger(self) -> None:
+        """Rebuild this table's rows of a lost ledger from the table's lineage (once).
+
+        A ledger holding no row of a table that has rows was deleted or
+        replaced. Where the table's transaction ids expire, the guard alone
+        would let a file older than that window in again: every content the
+        lineage column names is recorded `succeeded` before any claim.
+        """
+        with self._ledger_check:
+            if self._ledger_checked:
+                return
+            self._ledger_checked = True
+            if self.ledger.records(table=self.table_key, limit=1):
+                return
+            from ingest_core.delta import lineage
+
+            try:
+                with self._direct:
+                    snapshot = self.target.snapshot()
+            except ConfigurationError:  # an unusable table: the first commit says so, per file
+                self._ledger_checked = False
+                return
+            if snapshot is None or lineage.txn_retention_s(snapshot) is None:
+                return  # ids kept for good: the guard recognises every file
+            for sha256, (path, rows) in lineage.contents(snapshot).items():
+                self._settler.recovered(sha256, path, rows, self.config.lease_seconds)
+
     @property
     def table_ref(self) -> TableRef:
         """Where the table is and how to reach it."""
@@ -234,9 +266,13 @@ class IdempotentIngestor:
         """The Delta table, its snapshot reused across commits (deltalake imported here)."""
         if self._delta is None:
             from ingest_core.delta import DeltaTarget, TableRef
+            from ingest_core.delta.target import table_properties
 
             ref = TableRef.of(self.config.table_uri, self.config.storage)
-            self._delta = DeltaTarget(ref, self.config.partition_by)
+            properties = table_properties(
+                lineage=self.config.lineage, txn_retention=self.config.txn_retention
+            )
+            self._delta = DeltaTarget(ref, self.config.partition_by, properties)
         return self._delta
 
     def _commit_batch(self, batch: list[Work]) -> Iterator[IngestResult]:
@@ -312,9 +348,30 @@ class IdempotentIngestor:
                 assert snapshot is not None
                 landing = target.locate(snapshot, work.sha256)
                 results.append(self._settler.ingested(work, landing.version, landing.rows))
+            elif (rows := self._rows_by_lineage(work, snapshot)) is not None:
+                assert snapshot is not None
+                version = target.locate(snapshot, work.sha256).version  # while the log has it
+                results.append(self._settler.ingested(work, version, rows))
             else:
                 remaining.append(work)
         return remaining, results
+
+    def _rows_by_lineage(self, work: Work, snapshot: DeltaTable | None) -> int | None:
+        """The rows of a file taken over after its transaction id may have expired, if any.
+
+        A takeover (attempt 2 or later) of a row first claimed longer ago than
+        the table keeps transaction ids: an earlier attempt may have committed,
+        and only the lineage column can still tell.
+        """
+        from ingest_core.delta import lineage
+
+        created = work.record.created_at
+        if snapshot is None or work.record.attempt < 2 or created is None:
+            return None
+        if not lineage.may_have_expired(snapshot, created.timestamp()):
+            return None
+        rows = lineage.rows_of(snapshot, work.sha256)
+        return rows or None
 
     def _write_batch(self, batch: list[Work]) -> Iterator[IngestResult]:
         """Conform the batch's files and append them in one commit.
@@ -425,6 +482,14 @@ class IdempotentIngestor:
             found = group.find(work.sha256)
             if found is not None:
                 return self._settle_found(work, found.version, found.rows)
+            with self._direct:
+                snapshot = self.target.snapshot()
+                rows = self._rows_by_lineage(work, snapshot)
+                version = None
+                if rows is not None and snapshot is not None:
+                    version = self.target.locate(snapshot, work.sha256).version
+            if rows is not None:
+                return self._settler.ingested(work, version, rows)
         checked_at = group.snapshot_version  # commits after it are read before committing
         stored = group.table_schema()
         if work.copy.size > self.config.stream_bytes or not self._stageable(stored):

@@ -26,7 +26,13 @@ from typing import Any
 from deltalake import DeltaTable
 
 from ingest_core.delta.store import TableStore
-from ingest_core.delta.target import APP_ID_PREFIX, METADATA_KEY, TableRef, app_id
+from ingest_core.delta.target import (
+    APP_ID_PREFIX,
+    METADATA_KEY,
+    TableRef,
+    app_id,
+    interval_seconds,
+)
 
 LOG_FOLDER = "_delta_log/"
 CHECKPOINT_EVERY = 100
@@ -108,7 +114,7 @@ class DeltaLog:
         if self.base is None:
             return False
         setting = self.base.metadata().configuration.get("delta.logRetentionDuration")
-        return setting is None or _interval_seconds(setting) >= MIN_LOG_RETENTION_S
+        return setting is None or interval_seconds(setting) >= MIN_LOG_RETENTION_S
 
     def find(self, sha256: str, *, since: int = -1) -> Committed | None:
         """The commit that carried `sha256`, if any (refresh first).
@@ -192,17 +198,3 @@ class DeltaLog:
 
         threading.Thread(target=checkpoint, name="delta-checkpoint", daemon=True).start()
 
-
-_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
-
-
-def _interval_seconds(text: str) -> float:
-    """Seconds of a Delta interval setting (`interval 30 days`); 0 when it cannot be read."""
-    parts = text.lower().replace("interval", "").split()
-    if len(parts) != 2:
-        return 0.0
-    try:
-        amount = float(parts[0])
-    except ValueError:
-        return 0.0
-    return amount * _UNITS.get(parts[1].rstrip("s"), 0)

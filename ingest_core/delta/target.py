@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +96,34 @@ class TableRef:
             ) from None
 
 
+TXN_RETENTION = "delta.setTransactionRetentionDuration"
+_UNITS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+
+
+def interval_seconds(text: str) -> float:
+    """Seconds of a Delta interval setting (`interval 30 days`); 0 when it cannot be read."""
+    parts = text.lower().replace("interval", "").split()
+    if len(parts) != 2:
+        return 0.0
+    try:
+        amount = float(parts[0])
+    except ValueError:
+        return 0.0
+    return amount * _UNITS.get(parts[1].rstrip("s"), 0)
+
+
+def table_properties(*, lineage: bool, txn_retention: str | None) -> dict[str, str]:
+    """The properties a table this project creates gets.
+
+    Transaction ids expire after `txn_retention` only where lineage columns
+    can still recognise an old file (`delta.lineage`); without lineage they are
+    the only record in the table, and are kept for good.
+    """
+    if lineage and txn_retention:
+        return {TXN_RETENTION: txn_retention}
+    return {}
+
+
 def open_table(uri: str, storage: StorageConfig) -> DeltaTable | None:
     """The Delta table at `uri` (local or abfs(s)://), or None when it does not exist yet."""
     return TableRef.of(uri, storage).load()
@@ -145,10 +173,17 @@ class DeltaTarget:
     reloaded from the newest checkpoint every `RELOAD_AFTER_COMMITS` versions.
     """
 
-    def __init__(self, table: TableRef | str, partition_by: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        table: TableRef | str,
+        partition_by: Sequence[str] = (),
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
         self.ref = table if isinstance(table, TableRef) else TableRef.of(table)
         self.partition_by = tuple(partition_by)
         """Partition columns for creating the table; an existing table keeps its own."""
+        self.properties = dict(properties or {})
+        """Table properties for creating the table (`table_properties`)."""
         self._table: DeltaTable | None = None
         self._options: dict[str, str] | None = None
         self._loaded_at = -1
@@ -266,6 +301,8 @@ class DeltaTarget:
             return table.version()
         if self.partition_by:
             options["partition_by"] = list(self.partition_by)
+        if self.properties:
+            options["configuration"] = self.properties
         # create or fail: appending to a table a rival created after our check would
         # write from a snapshot nobody checked the ids on
         options["mode"] = "error"
@@ -290,6 +327,7 @@ class DeltaTarget:
             with self._creating():
                 create_table_with_add_actions(
                     self.uri, Schema.from_arrow(schema), actions, mode="error",
+                    configuration=self.properties or None,
                     storage_options=self.ref.storage_options(), commit_properties=properties,
                 )
             return 0

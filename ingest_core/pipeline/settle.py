@@ -70,6 +70,15 @@ class Settler:
             error=error, delta_version=record.delta_version if status == "skipped" else None,
         )
 
+    def recovered(self, sha256: str, path: str, rows: int, lease_seconds: float) -> None:
+        """Record as `succeeded` a content found in the table by its lineage (a rebuilt ledger)."""
+        claim = self._ledger.claim(
+            self._table_key, sha256, path=path, owner=self._owner, lease_seconds=lease_seconds,
+            max_attempts=self._max_attempts,
+        )
+        if claim.outcome == "claimed":
+            self._ledger.complete(claim.record, delta_version=None, rows=rows)
+
     # -- after a claim ---------------------------------------------------------------
 
     def ingested(self, work: Work, version: int | None, rows: int | None) -> IngestResult:
