@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -131,20 +130,6 @@ def test_sample_settings_build_a_valid_config():
 
 def _requirement_lines(text: str) -> list[str]:
     return [line.split("#")[0].strip() for line in text.splitlines() if line.split("#")[0].strip()]
-
-
-def test_requirements_txt_agrees_with_pyproject_dependencies():
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    declared = pyproject["project"]["dependencies"]
-    listed = _requirement_lines((REPO / "requirements.txt").read_text())
-
-    def normal(spec: str) -> str:
-        return re.sub(r"\s+", "", spec).lower().replace("_", "-")
-
-    assert sorted(map(normal, listed)) == sorted(map(normal, declared)), (
-        "requirements.txt must list exactly pyproject.toml's dependencies"
-    )
-    assert not any(line.startswith((".", "-e")) for line in listed)
 
 
 def test_funcignore_ships_the_app_and_its_package_but_not_the_rest():
