@@ -1,11 +1,12 @@
-"""Dependencies: pyproject.toml is the source, requirements.txt its pinned lock, floors honest.
+"""Dependencies: pyproject.toml is the source, requirements.* its pinned lock, floors honest.
 
-requirements.txt is what the Functions build installs; it is generated from
-pyproject.toml by pip-compile (its header says how). These tests hold the two
-together and check the declared azure-functions floor against the `func.*`
-names the app uses. `.ci/run` runs the `installed_azure_functions` test, and
-the event tests, a second time with the floor version itself on the path
-(AZURE_FUNCTIONS_FLOOR_CHECK set): the lowest version allowed is tested.
+`.ci/lock` generates requirements.lock (pip-compile: every package, transitive
+ones included, pinned) and requirements.txt (what the Functions build installs:
+pyproject's dependencies pinned to the lock's versions, `-c requirements.lock`
+for the rest). These tests hold the three together and check the declared
+azure-functions floor against the `func.*` names the app uses. `.ci/run` runs
+this file and the event tests a second time with the floor version itself on
+the path (AZURE_FUNCTIONS_FLOOR_CHECK set): the lowest version allowed is tested.
 """
 
 from __future__ import annotations
@@ -50,16 +51,25 @@ def _declared() -> dict[str, Requirement]:
     return {canonicalize_name(r.name): r for r in requirements}
 
 
-def _pinned() -> dict[str, Version]:
+def _pins(file: str, *, options: tuple[str, ...] = ()) -> dict[str, Version]:
     pins: dict[str, Version] = {}
-    for number, raw in enumerate((REPO / "requirements.txt").read_text().splitlines(), 1):
+    for number, raw in enumerate((REPO / file).read_text().splitlines(), 1):
         line = raw.split("#")[0].strip()
-        if not line:
+        if not line or line in options:
             continue
         match = PIN.match(line)
-        assert match, f"requirements.txt:{number}: {line!r} is not a `name==version` pin"
+        assert match, f"{file}:{number}: {line!r} is not a `name==version` pin"
         pins[canonicalize_name(match[1])] = Version(match[2])
     return pins
+
+
+def _pinned() -> dict[str, Version]:
+    """requirements.txt's pins (its one option line, the lock as constraints, aside)."""
+    return _pins("requirements.txt", options=("-c requirements.lock",))
+
+
+def _locked() -> dict[str, Version]:
+    return _pins("requirements.lock")
 
 
 def _floor(requirement: Requirement) -> Version:
@@ -91,27 +101,45 @@ def _func_names_used() -> dict[str, set[str]]:
     return used
 
 
-def test_requirements_txt_says_how_it_was_generated():
-    head = "\n".join((REPO / "requirements.txt").read_text().splitlines()[:8])
-    assert "pip-compile" in head and "pyproject.toml" in head, (
-        "requirements.txt must start with the pip-compile header naming pyproject.toml"
-    )
+def test_the_lock_files_say_how_they_were_generated():
+    lock_head = "\n".join((REPO / "requirements.lock").read_text().splitlines()[:8])
+    assert "pip-compile" in lock_head and ".ci/lock" in lock_head
+    txt = (REPO / "requirements.txt").read_text()
+    assert ".ci/lock" in txt.splitlines()[0] and "pyproject.toml" in txt.splitlines()[0]
+    assert "-c requirements.lock" in txt.splitlines(), "the build must install within the lock"
 
 
 def test_every_runtime_dependency_is_pinned_within_its_declared_range():
-    pinned = _pinned()
+    pinned, locked = _pinned(), _locked()
     for name, requirement in _declared().items():
-        assert name in pinned, f"requirements.txt lacks {name}: regenerate it (see its header)"
+        assert name in pinned, f"requirements.txt lacks {name}: run .ci/lock"
         assert requirement.specifier.contains(pinned[name], prereleases=True), (
             f"requirements.txt pins {name}=={pinned[name]}, outside pyproject's "
-            f"{requirement.specifier}: regenerate it (see its header)"
+            f"{requirement.specifier}: run .ci/lock"
+        )
+        assert locked.get(name) == pinned[name], (
+            f"requirements.txt pins {name}=={pinned[name]}, requirements.lock "
+            f"{locked.get(name)}: run .ci/lock"
         )
 
 
+def test_requirements_txt_pins_nothing_pyproject_does_not_declare():
+    extra = sorted(set(_pinned()) - set(_declared()))
+    assert not extra, f"requirements.txt pins {extra}, not in pyproject.toml: run .ci/lock"
+
+
 def test_the_lock_pins_the_transitive_dependencies_too():
-    pinned = _pinned()
-    for needed in ("azure-core", "azurefunctions-extensions-base", "msal"):
-        assert needed in pinned, f"{needed} is not pinned: requirements.txt is not a full lock"
+    locked = _locked()
+    for needed in ("azure-core", "azurefunctions-extensions-base", "msal", "cryptography"):
+        assert needed in locked, f"{needed} is not pinned: requirements.lock is not a full lock"
+
+
+def test_the_lock_ships_with_the_app():
+    patterns = [
+        line.strip() for line in (REPO / ".funcignore").read_text().splitlines() if line.strip()
+    ]
+    for shipped in ("requirements.txt", "requirements.lock"):
+        assert not any(Path(shipped).match(p) for p in patterns), f"{shipped} must ship"
 
 
 def test_sdk_type_blob_bindings_are_a_runtime_dependency():
