@@ -473,6 +473,10 @@ resource onArrival 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-
     retryPolicy: retryPolicy
     deadLetterWithResourceIdentity: deadLetter
   }
+  dependsOn: [
+    deadLetterContainer
+    landingRoles
+  ]
 }
 
 // Renames (no data.url: the blob extension cannot take them) in every landing container ->
