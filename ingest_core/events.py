@@ -20,8 +20,9 @@ What is ingested:
 - `Microsoft.Storage.DirectoryRenamed`, or a BlobRenamed with RenameDirectory:
   every file below `data.destinationUrl` (`Verdict.directory`).
 
-Everything else (CreateFile, SftpCreate, PutBlock, deletions, directory
-creation, ...) is ignored with a logged reason, as is a zero-length blob.
+Every other write (CreateFile, SftpCreate, PutBlock, ...) and a zero-length
+blob are ignored, other event types (deletions, directory creation, ...) are
+invalid; each verdict says why, for the caller's log line.
 
 Both the Event Grid schema (`eventType`, `topic`, `data`) and CloudEvents 1.0
 (`type`, `source`, `data`) are understood.
@@ -159,8 +160,8 @@ def screen_event(event: Mapping[str, Any], policy: LandingPolicy) -> Verdict:
     """Decide whether an Event Grid or CloudEvents blob event is ingested, and what URL.
 
     BlobCreated events of a completed write are taken at `data.url`, renames
-    at `data.destinationUrl` (see the module's table); other events are
-    ignored (a blob event that creates nothing to ingest) or invalid.
+    at `data.destinationUrl` (see the module docstring); other writes and
+    renames are ignored, other event types invalid, each with its reason.
     """
     event_id = str(event.get("id")) if event.get("id") is not None else None
     event_type = event.get("eventType", event.get("type"))
