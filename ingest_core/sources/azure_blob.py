@@ -172,16 +172,21 @@ class AzureBlobSource:
         )
         suffix = "".join(PurePosixPath(location.name).suffixes)[-20:]
         handle, spool = tempfile.mkstemp(prefix="ingest-", suffix=suffix, dir=spool_dir)
-        first: dict[str, str] = {}
+        # The headers of the response download_file returned with (a retried first GET
+        # calls the hook once per try; chunks read later call it again, after the check).
+        opening: dict[str, str] = {}
+        checked = False
 
-        def keep_first_headers(response: Any) -> None:
-            if not first:
-                first.update(response.http_response.headers)
+        def keep_opening_headers(response: Any) -> None:
+            if not checked:
+                opening.clear()
+                opening.update(response.http_response.headers)
 
         try:
             with os.fdopen(handle, "wb") as out:
-                download = client.download_file(raw_response_hook=keep_first_headers)
-                check_copy_finished(file.uri, first)
+                download = client.download_file(raw_response_hook=keep_opening_headers)
+                checked = True
+                check_copy_finished(file.uri, opening)
                 etag = download.properties.etag
                 sha256, size = hash_chunks(download.chunks(), out)
         except ResourceModifiedError as exc:
