@@ -121,3 +121,26 @@ def test_every_checkov_skip_gives_a_reason():
 def test_funcignore_keeps_development_files_out_of_the_package(excluded):
     patterns = (REPO / ".funcignore").read_text().split()
     assert excluded in patterns
+
+
+def _doctor_gate(tmp_path: Path, *items: dict[str, str]) -> int:
+    import subprocess
+    import sys
+
+    report = tmp_path / "doctor.json"
+    report.write_text(json.dumps({"results": [{"title": "t", "items": list(items)}]}))
+    done = subprocess.run(
+        [sys.executable, str(REPO / ".ci" / "checks.py"), "doctor", str(report)],
+        capture_output=True, text=True, timeout=60,
+    )
+    return done.returncode
+
+
+def test_the_ci_doctor_gate_passes_only_the_expected_warnings(tmp_path):
+    def item(status: str, rule: str) -> dict[str, str]:
+        return {"status": status, "rule_id": rule, "label": rule}
+
+    expected = [item("warn", "check_func_cli"), item("warn", "check_local_settings")]
+    assert _doctor_gate(tmp_path, item("pass", "x"), *expected) == 0
+    assert _doctor_gate(tmp_path, *expected, item("warn", "check_native_dependency_risk")) == 1
+    assert _doctor_gate(tmp_path, item("fail", "check_func_cli")) == 1
