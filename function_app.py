@@ -12,7 +12,9 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from ingest_core import functions
+from ingest_core.telemetry import configure_telemetry
 
+configure_telemetry()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 

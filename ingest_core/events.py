@@ -1,10 +1,28 @@
-"""Event Grid `Microsoft.Storage.BlobCreated` events: screen them, and build them.
+"""Blob Storage events from Event Grid: screen them, and build BlobCreated ones.
 
 Event Grid delivers at least once, unordered, and may send several events per
-blob (an ADLS file gets a CreateFile event before its FlushWithClose). Only a
-completed write of a non-empty blob is worth ingesting, and only a blob in the
-configured storage account and landing containers: the URL of an event is
-never fetched before it has been checked here.
+blob: an ADLS file gets a CreateFile event (empty) before its FlushWithClose,
+an SFTP upload an SftpCreate (empty) before its SftpCommit. Only a completed
+write is worth ingesting, and only a blob in the configured storage account
+and landing containers: the URL of an event is never fetched before it has
+been checked here.
+
+What is ingested:
+
+- `Microsoft.Storage.BlobCreated` with `data.api` PutBlob, PutBlockList,
+  FlushWithClose or SftpCommit: the blob at `data.url`.
+- BlobCreated with CopyBlob: the blob at `data.url`. On an account with a
+  hierarchical namespace this event fires when the copy *starts*; reading the
+  blob checks that its copy has finished (`sources.azure_blob`) and fails,
+  to be retried, while it is pending.
+- `Microsoft.Storage.BlobRenamed` (RenameFile, SftpRename): the blob at
+  `data.destinationUrl` (a rename event has no `url`).
+- `Microsoft.Storage.DirectoryRenamed`, or a BlobRenamed with RenameDirectory:
+  every file below `data.destinationUrl` (`Verdict.directory`).
+
+Every other write (CreateFile, SftpCreate, PutBlock, ...) and a zero-length
+blob are ignored, other event types (deletions, directory creation, ...) are
+invalid; each verdict says why, for the caller's log line.
 
 Both the Event Grid schema (`eventType`, `topic`, `data`) and CloudEvents 1.0
 (`type`, `source`, `data`) are understood.
@@ -26,8 +44,28 @@ from ingest_core.config import IngestConfig
 from ingest_core.errors import ConfigurationError
 
 BLOB_CREATED = "Microsoft.Storage.BlobCreated"
-COMPLETED_WRITES = frozenset({"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose"})
-"""`data.api` values that mean the blob's content is complete."""
+BLOB_RENAMED = "Microsoft.Storage.BlobRenamed"
+DIRECTORY_RENAMED = "Microsoft.Storage.DirectoryRenamed"
+INGESTED_EVENT_TYPES = (BLOB_CREATED, BLOB_RENAMED, DIRECTORY_RENAMED)
+"""The event types an Event Grid subscription of the app should include."""
+COMPLETED_WRITES = frozenset(
+    {"PutBlob", "PutBlockList", "CopyBlob", "FlushWithClose", "SftpCommit"}
+)
+"""BlobCreated `data.api` values that mean the blob's content is complete.
+
+Not CreateFile (ADLS) nor SftpCreate (SFTP): both create the empty blob that a
+FlushWithClose or an SftpCommit later fills.
+"""
+LENGTH_UNRELIABLE = frozenset({"SftpCommit"})
+"""Writes whose event may say `contentLength: 0` for a non-empty blob.
+
+Microsoft's own SftpCommit example carries `contentLength: 0` and
+`contentOffset: 0`; the blob's real size is known once it is read.
+"""
+COPY_STARTED = "CopyBlob"
+"""The api whose BlobCreated fires when the copy starts on a hierarchical-namespace account."""
+RENAMES = frozenset({"RenameFile", "RenameDirectory", "SftpRename"})
+"""`data.api` values of BlobRenamed and DirectoryRenamed events."""
 
 _QUERY = re.compile(r"(\w+://[^\s?\"']+)\?[^\s\"']*")
 _SECRET = re.compile(
@@ -43,14 +81,23 @@ class Verdict:
 
     `accept` carries the blob URL to ingest; `ignore` (not a completed write,
     zero-length), `refuse` (outside the landing account or containers) and
-    `invalid` (not a BlobCreated event at all) carry the reason, and are
-    dropped without fetching anything.
+    `invalid` (not a blob event the app ingests at all) carry the reason, and
+    are dropped without fetching anything. An accepted verdict may carry a
+    reason too, saying why it was taken (a rename, a copy).
     """
 
     decision: Decision
     url: str | None
     reason: str = ""
     event_id: str | None = None
+    directory: bool = False
+    """True when `url` names a directory (a renamed one): ingest every file below it."""
+    copy_started: bool = False
+    """True for a CopyBlob event: on an HNS account the copy may still be running.
+
+    Reading the blob checks its copy status whatever this says (a blob
+    trigger sees no api); the flag only tells a log line why a retry came.
+    """
 
     @property
     def accepted(self) -> bool:
@@ -110,13 +157,23 @@ class LandingPolicy:
 
 
 def screen_event(event: Mapping[str, Any], policy: LandingPolicy) -> Verdict:
-    """Decide whether an Event Grid or CloudEvents BlobCreated event is ingested."""
+    """Decide whether an Event Grid or CloudEvents blob event is ingested, and what URL.
+
+    BlobCreated events of a completed write are taken at `data.url`, renames
+    at `data.destinationUrl` (see the module docstring); other writes and
+    renames are ignored, other event types invalid, each with its reason.
+    """
     event_id = str(event.get("id")) if event.get("id") is not None else None
     event_type = event.get("eventType", event.get("type"))
     data = event.get("data")
+    if event_type in (BLOB_RENAMED, DIRECTORY_RENAMED):
+        return _screen_rename(event_type, data, policy, event_id)
     if event_type != BLOB_CREATED:
         return Verdict(
-            "invalid", None, f"event type {event_type!r} is not {BLOB_CREATED}", event_id
+            "invalid",
+            None,
+            f"event type {event_type!r} is not one of {', '.join(INGESTED_EVENT_TYPES)}",
+            event_id,
         )
     if not isinstance(data, Mapping) or not isinstance(data.get("url"), str):
         return Verdict("invalid", None, "BlobCreated event without data.url", event_id)
@@ -125,11 +182,42 @@ def screen_event(event: Mapping[str, Any], policy: LandingPolicy) -> Verdict:
         return Verdict(
             "ignore",
             None,
-            f"{redact(data['url'])}: api {api!r} is not a completed write",
+            f"{redact(data['url'])}: api {api!r} is not a completed write "
+            "(a CreateFile or SftpCreate makes the empty blob a later "
+            "FlushWithClose or SftpCommit fills)",
             event_id,
         )
-    verdict = screen_blob(data["url"], _length(data.get("contentLength")), policy)
-    return Verdict(verdict.decision, verdict.url, verdict.reason, event_id)
+    length = None if api in LENGTH_UNRELIABLE else _length(data.get("contentLength"))
+    verdict = screen_blob(data["url"], length, policy)
+    copy_started = api == COPY_STARTED and verdict.accepted
+    reason = "CopyBlob: ingested once its copy has finished" if copy_started else verdict.reason
+    return Verdict(verdict.decision, verdict.url, reason, event_id, copy_started=copy_started)
+
+
+def _screen_rename(
+    event_type: str, data: object, policy: LandingPolicy, event_id: str | None
+) -> Verdict:
+    """A BlobRenamed or DirectoryRenamed event: the destination is what landed."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("destinationUrl"), str):
+        return Verdict("invalid", None, f"{event_type} event without data.destinationUrl", event_id)
+    destination: str = data["destinationUrl"]
+    api = data.get("api")
+    if api not in RENAMES:
+        return Verdict(
+            "ignore",
+            None,
+            f"{redact(destination)}: api {api!r} of {event_type} is not a rename",
+            event_id,
+        )
+    directory = event_type == DIRECTORY_RENAMED or api == "RenameDirectory"
+    verdict = screen_blob(destination, None, policy)
+    source = data.get("sourceUrl")
+    moved = f" from {redact(source)}" if isinstance(source, str) else ""
+    what = "directory renamed" if directory else "renamed"
+    reason = f"{what}{moved}" if verdict.accepted else verdict.reason
+    return Verdict(
+        verdict.decision, verdict.url, reason, event_id, directory=directory and verdict.accepted
+    )
 
 
 def screen_blob(url: str | None, length: int | None, policy: LandingPolicy) -> Verdict:

@@ -175,6 +175,8 @@ def on_event(event: func.EventGridEvent | func.CloudEvent) -> IngestResult | Non
     payload = event_payload(event)
     verdict = screen_event(payload, LandingPolicy.from_config(config))
     file = None
+    if verdict.accepted and verdict.directory:
+        return _ingest_directory(verdict, config)
     if verdict.accepted:
         assert verdict.url is not None
         data = payload.get("data") or {}
@@ -234,6 +236,27 @@ def _ingest(
     log_result(result, trigger=trigger, event_id=verdict.event_id)
     raise_for_platform(result)
     return result
+
+
+def _ingest_directory(verdict: Verdict, config: IngestConfig) -> IngestResult | None:
+    """A renamed directory: ingest every file below it, one log line each.
+
+    Raises (the platform delivers the event again) when any file should be
+    retried; files already in are skips then. Returns the last file's result.
+    """
+    assert verdict.url is not None
+    session = app_session(config)
+    results: list[IngestResult] = []
+    for file in session.list_sources([verdict.url.rstrip("/") + "/"]):
+        try:
+            result = session.ingest_one(file)
+        except SourceGoneError:
+            continue
+        log_result(result, trigger="event_grid", event_id=verdict.event_id)
+        results.append(result)
+    for result in results:
+        raise_for_platform(result)
+    return results[-1] if results else None
 
 
 def raise_for_platform(result: IngestResult) -> None:

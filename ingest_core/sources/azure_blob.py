@@ -6,15 +6,22 @@ datalake's `download_file`, chunk by chunk into a spool file while hashing;
 every request after the first carries `If-Match` with the first response's
 ETag, so a blob overwritten mid-read raises `SourceChangedError` instead of
 yielding a mix of old and new bytes.
+
+A blob that is the destination of an unfinished copy is not read either: on
+an account with a hierarchical namespace, Event Grid's BlobCreated (CopyBlob)
+fires when the copy starts. The first response's `x-ms-copy-status` header
+(what `get_blob_properties().copy.status` reports) is checked before any byte
+is hashed, at no extra request; while it is `pending` the read raises the
+retryable `SourceChangedError`.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingest_core.azure.auth import blob_service, datalake_service
 from ingest_core.azure.settings import AccountSettings, account_settings
@@ -37,6 +44,31 @@ def _is_folder_placeholder(name: str, size: int, metadata: dict[str, str] | None
         return False
     marker = {k.lower(): v for k, v in (metadata or {}).items()}.get(FOLDER_MARKER, "")
     return marker.lower() == "true" or name.endswith("/")
+
+
+def check_copy_finished(uri: str, headers: Mapping[str, str]) -> None:
+    """Raise `SourceChangedError` if a blob's response headers show an unfinished copy.
+
+    `headers` are those of a GET or HEAD of the blob. No `x-ms-copy-status`
+    (never a copy destination) or `success` passes. `pending` is retryable:
+    the copy is still running, so the platform's retry reads it later.
+    `failed` and `aborted` left incomplete content behind: nothing is read,
+    and the message says to copy the file again (that fires a new event).
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    status = (lowered.get("x-ms-copy-status") or "").lower()
+    if status in ("", "success"):
+        return
+    progress = lowered.get("x-ms-copy-progress") or "?"
+    if status == "pending":
+        raise SourceChangedError(
+            f"{uri} is still being copied (copy status pending, {progress} bytes); nothing "
+            "was read: retry once the copy has finished (the platform retries it)"
+        )
+    raise SourceChangedError(
+        f"{uri}: its copy ended {status} ({progress} bytes copied); nothing was read: copy "
+        "the file again, which lands it anew"
+    )
 
 
 def _hidden(relative: str) -> bool:
@@ -146,12 +178,25 @@ class AzureBlobSource:
             )
         suffix = "".join(PurePosixPath(location.name).suffixes)[-20:]
         handle, spool = tempfile.mkstemp(prefix="ingest-", suffix=suffix, dir=spool_dir)
+        # The headers of the response download_file returned with (a retried first GET
+        # calls the hook once per try; chunks read later call it again, after the check).
+        opening: dict[str, str] = {}
+        checked = False
+
+        def keep_opening_headers(response: Any) -> None:
+            if not checked:
+                opening.clear()
+                opening.update(response.http_response.headers)
+
         try:
             with os.fdopen(handle, "wb") as out:
                 download = (
-                    client.download_file() if hasattr(client, "download_file")
-                    else client.download_blob()
+                    client.download_file(raw_response_hook=keep_opening_headers)
+                    if hasattr(client, "download_file")
+                    else client.download_blob(raw_response_hook=keep_opening_headers)
                 )
+                checked = True
+                check_copy_finished(file.uri, opening)
                 etag = download.properties.etag
                 sha256, size = hash_chunks(download.chunks(), out)
         except ResourceModifiedError as exc:
