@@ -54,6 +54,28 @@ RETRY_AFTER_S = 1.0
 # -- the worker processes ------------------------------------------------------------------
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _azurite_pids() -> list[int]:
+    """Processes whose command line names azurite (the emulator shares these cores)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"azurite" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
 def _worker(settings: dict[str, str], threads: int, tasks: Any, done: Any) -> None:
     """One Functions worker process: T invocations at a time, until a None task."""
     os.environ.update(settings)
@@ -111,6 +133,8 @@ class Phase:
     failed: int = 0
     commits: int = 0
     errors: list[str] = field(default_factory=list)
+    worker_cpu_s: float = 0.0
+    azurite_cpu_s: float = 0.0
 
     def row(self) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -124,6 +148,10 @@ class Phase:
             "p95_s": round(lat[int(0.95 * (len(lat) - 1))], 3) if lat else None,
             "mean_s": round(statistics.fmean(lat), 3) if lat else None,
             "failed_invocations": self.failed,
+            "cpu_ms_per_file": {
+                "workers": round(1000 * self.worker_cpu_s / self.files, 1),
+                "azurite": round(1000 * self.azurite_cpu_s / self.files, 1),
+            },
         }
 
 
@@ -187,6 +215,9 @@ class Surge:
     def run(self, phase: Phase, blobs: list[tuple[str, int]], *, kind: str, lone: bool) -> Phase:
         """Send the phase's events (all at once, or one at a time) and wait for every file."""
         before = self.version()
+        azurite = _azurite_pids()
+        cpu_workers = sum(_cpu_seconds(p.pid or 0) for p in self.procs)
+        cpu_azurite = sum(_cpu_seconds(pid) for pid in azurite)
         pending = {url for url, _ in blobs}
         retry: list[tuple[float, tuple[str, str, int]]] = []
         started = time.perf_counter()
@@ -218,6 +249,8 @@ class Surge:
                 phase.errors.append(error)
                 retry.append((time.perf_counter() + RETRY_AFTER_S, task))
         phase.seconds = time.perf_counter() - started
+        phase.worker_cpu_s = sum(_cpu_seconds(p.pid or 0) for p in self.procs) - cpu_workers
+        phase.azurite_cpu_s = sum(_cpu_seconds(pid) for pid in azurite) - cpu_azurite
         phase.commits = self.version() - before
         return phase
 

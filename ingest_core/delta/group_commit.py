@@ -179,6 +179,9 @@ class GroupCommit:
         file no longer fits, and TimeoutError after `COMMIT_ATTEMPTS` lost races.
         """
         with self._lock:
+            carried = self.log.landed.get(intent.sha256)  # by this process's last commit
+            if carried is not None:
+                return carried
             for _ in range(COMMIT_ATTEMPTS):
                 self.log.refresh()
                 found = self.log.find(intent.sha256, since=intent.checked_at)

@@ -77,6 +77,8 @@ _BATCH = 100
 """Entities in one transaction (the service's limit)."""
 _REINDEX_CHUNK = 20_000
 """Rows whose index entries `reindex` holds in memory before writing them."""
+_RETIRE_AFTER_S = 1.0
+"""How long queued open-entry deletions gather before one batch a partition is sent."""
 _READERS = 8
 """Threads reading the rows an index names: the reads are independent round trips."""
 
@@ -146,6 +148,12 @@ class AzureTableLedger(BaseLedger):
         self._client = client
         self._registered: set[str] = set()
         self._lock = threading.Lock()
+        self._retired: list[tuple[str, str]] = []
+        """Open entries whose rows have succeeded, deleted in batches by `_retirer`."""
+        self._retire = threading.Condition()
+        self._retirer: threading.Thread | None = None
+        self._closing = False
+        self._deleting = threading.Lock()
 
     @classmethod
     def from_uri(
@@ -164,7 +172,13 @@ class AzureTableLedger(BaseLedger):
         return cls(client, clock)
 
     def close(self) -> None:
-        """Close the HTTP session."""
+        """Delete the open entries still queued, then close the HTTP session."""
+        with self._retire:
+            self._closing = True
+            self._retire.notify_all()
+        if self._retirer is not None:
+            self._retirer.join()
+        self._delete_retired()
         self._client.close()
 
     # -- mapping ---------------------------------------------------------------
@@ -381,13 +395,65 @@ class AzureTableLedger(BaseLedger):
             self._client.upsert_entity(self._open_entity(record), mode=_replace_mode())
 
     def _unindex_open(self, table: str, sha256: str) -> None:
-        """Drop an open entry (only ever after its row is `succeeded`); best effort."""
+        """Queue an open entry for deletion (only ever after its row is `succeeded`).
+
+        Deleted in batches, one transaction a partition, a moment later: under
+        a surge that is a fraction of a request a file. An entry a crash leaves
+        behind is stale, and the next reader drops it.
+        """
+        with self._retire:
+            self._retired.append((_open_partition(table, sha256), sha256))
+            if self._retirer is None and not self._closing:
+                self._retirer = threading.Thread(
+                    target=self._retire_loop, name="ledger-retirer", daemon=True
+                )
+                self._retirer.start()
+            self._retire.notify_all()
+
+    def _retire_loop(self) -> None:
+        while True:
+            with self._retire:
+                while not self._retired and not self._closing:
+                    self._retire.wait()
+                if self._closing:
+                    return
+            self._sleep(_RETIRE_AFTER_S)  # let a batch gather
+            self._delete_retired()
+
+    def _sleep(self, seconds: float) -> None:
+        with self._retire:
+            self._retire.wait_for(lambda: self._closing, timeout=seconds)
+
+    def flush(self) -> None:
+        """Send the queued open-entry deletions now (`close` does too)."""
+        self._delete_retired()
+
+    def _delete_retired(self) -> None:
+        with self._deleting:
+            self._delete_taken()
+
+    def _delete_taken(self) -> None:
         from azure.core.exceptions import HttpResponseError
 
-        try:
-            self._client.delete_entity(_open_partition(table, sha256), sha256)
-        except HttpResponseError:
-            pass  # a stale entry: the next reader drops it
+        with self._retire:
+            taken, self._retired = self._retired, []
+        partitions: dict[str, list[str]] = {}
+        for partition, row in dict.fromkeys(taken):
+            partitions.setdefault(partition, []).append(row)
+        for partition, rows in partitions.items():
+            for start in range(0, len(rows), _BATCH):
+                chunk = rows[start : start + _BATCH]
+                operations = [("delete", {"PartitionKey": partition, "RowKey": r}) for r in chunk]
+                try:
+                    self._client.submit_transaction(operations)
+                    continue
+                except HttpResponseError:
+                    pass  # one entry gone already fails the batch: delete them one by one
+                for row in chunk:
+                    try:
+                        self._client.delete_entity(partition, row)
+                    except HttpResponseError:
+                        pass  # stale or gone: the next reader drops it
 
     def _index_paths(self, record: FileRecord, previous: FileRecord | None) -> None:
         known = {previous.path, *previous.seen_paths} if previous is not None else set()
