@@ -30,16 +30,17 @@ Both the Event Grid schema (`eventType`, `topic`, `data`) and CloudEvents 1.0
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ingest_core.azure.urls import HTTP_SCHEMES, parse_blob_url, quote_name
+from ingest_core.azure.urls import HTTP_SCHEMES, BlobLocation, parse_blob_url, quote_name
 from ingest_core.config import IngestConfig
 from ingest_core.errors import ConfigurationError
 
@@ -92,6 +93,8 @@ class Verdict:
     event_id: str | None = None
     directory: bool = False
     """True when `url` names a directory (a renamed one): ingest every file below it."""
+    location: BlobLocation | None = field(default=None, compare=False)
+    """The accepted blob's container and name, parsed here once for everything downstream."""
     copy_started: bool = False
     """True for a CopyBlob event: on an HNS account the copy may still be running.
 
@@ -137,11 +140,13 @@ class LandingPolicy:
         parts = urlsplit(url)
         if parts.scheme.lower() not in HTTP_SCHEMES or parts.username or parts.password:
             return Verdict("refuse", None, f"{shown}: not an http(s) blob URL")
+        blob_url = _blob_form(url)
         try:
-            location = parse_blob_url(url)
+            if parts.query or parts.fragment:  # a SAS or `#` is no part of a blob's name
+                raise ConfigurationError(url)
+            location = parse_blob_url(blob_url)
         except ConfigurationError:
             return Verdict("refuse", None, f"{shown}: not a blob URL")
-        blob_url = _blob_form(url)
         if not blob_url.startswith(self.endpoint + "/"):
             return Verdict("refuse", None, f"{shown}: not in the landing account {self.endpoint}")
         if location.container not in self.containers:
@@ -153,7 +158,7 @@ class LandingPolicy:
             )
         if any(s in ("", ".", "..") for s in location.name.split("/")):
             return Verdict("refuse", None, f"{shown}: not a plain blob name")
-        return Verdict("accept", blob_url)
+        return Verdict("accept", blob_url, location=location)
 
 
 def screen_event(event: Mapping[str, Any], policy: LandingPolicy) -> Verdict:
@@ -191,7 +196,9 @@ def screen_event(event: Mapping[str, Any], policy: LandingPolicy) -> Verdict:
     verdict = screen_blob(data["url"], length, policy)
     copy_started = api == COPY_STARTED and verdict.accepted
     reason = "CopyBlob: ingested once its copy has finished" if copy_started else verdict.reason
-    return Verdict(verdict.decision, verdict.url, reason, event_id, copy_started=copy_started)
+    return dataclasses.replace(
+        verdict, reason=reason, event_id=event_id, copy_started=copy_started
+    )
 
 
 def _screen_rename(
@@ -215,8 +222,8 @@ def _screen_rename(
     moved = f" from {redact(source)}" if isinstance(source, str) else ""
     what = "directory renamed" if directory else "renamed"
     reason = f"{what}{moved}" if verdict.accepted else verdict.reason
-    return Verdict(
-        verdict.decision, verdict.url, reason, event_id, directory=directory and verdict.accepted
+    return dataclasses.replace(
+        verdict, reason=reason, event_id=event_id, directory=directory and verdict.accepted
     )
 
 

@@ -159,7 +159,7 @@ def on_blob_client(client: BlobClient) -> IngestResult | None:
         assert verdict.url is not None
         file = SourceFile(
             uri=verdict.url, relative=client.blob_name, size=properties.size,
-            etag=properties.etag, client=client,
+            etag=properties.etag, client=client, location=verdict.location,
         )
     return _ingest(verdict, config, trigger="blob", file=file)
 
@@ -184,6 +184,7 @@ def on_event(event: func.EventGridEvent | func.CloudEvent) -> IngestResult | Non
         file = SourceFile(
             uri=verdict.url, relative=verdict.url.rsplit("/", 1)[-1],
             size=length if isinstance(length, int) else None, etag=data.get("eTag"),
+            location=verdict.location,
         )
     return _ingest(verdict, config, trigger="event_grid", file=file)
 

@@ -534,7 +534,7 @@ def load_routes(value: str) -> Routes:
 
 def routing_path(file: SourceFile) -> str:
     """What `match` patterns see: `container/blob-name` for a blob, else the path below SOURCE."""
-    if is_blob_url(file.uri):
-        location = parse_blob_url(file.uri)
+    if file.location is not None or is_blob_url(file.uri):
+        location = file.location or parse_blob_url(file.uri)
         return f"{location.container}/{location.name}"
     return file.relative

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from ingest_core.config import IngestConfig, is_local, local_path
+from ingest_core.config import IngestConfig, local_path
 from ingest_core.errors import ConfigurationError
 from ingest_core.ingestor import IdempotentIngestor, owner_token
 from ingest_core.ledger import BaseLedger, open_ledger
@@ -104,8 +104,14 @@ class Session:
         """The single file at `uri` as its source lists it; None when none is there (deleted)."""
         from azure.core.exceptions import ResourceNotFoundError
 
+        from ingest_core.sources.identity import path_key
+
+        wanted = path_key(uri, self.config.storage)
         try:
-            files = [f for f in self.list_sources([uri]) if _same_file(f.uri, uri)]
+            files = [
+                f for f in self.list_sources([uri])
+                if path_key(f.uri, self.config.storage) == wanted
+            ]
         except (FileNotFoundError, ResourceNotFoundError):
             return None
         return files[0] if len(files) == 1 else None
@@ -266,11 +272,3 @@ def _unrouted_ledger_uri(routes: Routes, config: IngestConfig) -> str:
         "route matches: set INGEST_LEDGER_URI (or pass --ledger), or give a routes file"
     )
 
-
-def _same_file(listed: str, wanted: str) -> bool:
-    if is_local(wanted):
-        return local_path(listed) == local_path(wanted)
-    from ingest_core.azure.urls import parse_blob_url
-
-    a, b = parse_blob_url(listed), parse_blob_url(wanted)
-    return (a.account, a.container, a.name) == (b.account, b.container, b.name)

@@ -14,6 +14,7 @@ unicode included, so URLs in the ledger read like the blob names.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -43,6 +44,15 @@ class BlobLocation:
     def url_of(self, name: str) -> str:
         """The URL of blob `name` in this container, in the same form as this location."""
         return self.base + quote_name(name)
+
+    def child(self, name: str) -> BlobLocation:
+        """The location of blob `name` in this container (no parsing)."""
+        return dataclasses.replace(self, name=name)
+
+    @property
+    def url(self) -> str:
+        """This location's URL."""
+        return self.url_of(self.name)
 
 
 def quote_name(name: str) -> str:

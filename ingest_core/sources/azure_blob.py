@@ -136,6 +136,7 @@ class AzureBlobSource:
                     relative=name,
                     size=props.size,
                     etag=props.etag,
+                    location=location,
                 )
                 return
         prefix = location.name.rstrip("/") + "/" if location.name else ""
@@ -151,6 +152,7 @@ class AzureBlobSource:
                     relative=relative,
                     size=blob.size,
                     etag=blob.etag,
+                    location=location.child(blob.name),
                 )
         except ResourceNotFoundError:
             raise FileNotFoundError(
@@ -170,7 +172,7 @@ class AzureBlobSource:
             ResourceNotFoundError,
         )
 
-        location = parse_blob_url(file.uri)
+        location = file.location or parse_blob_url(file.uri)
         client = file.client
         if client is None:
             client = self._datalake_service(location).get_file_client(

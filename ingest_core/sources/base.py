@@ -6,7 +6,10 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ingest_core.azure.urls import BlobLocation
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,8 @@ class SourceFile:
     """Constant string columns added to its rows (a route's captures named in partition_by)."""
     client: Any = field(default=None, hash=False, compare=False, repr=False)
     """A client to read it through, when the caller has one (the Functions host's BlobClient)."""
+    location: BlobLocation | None = field(default=None, hash=False, compare=False, repr=False)
+    """A blob's container and name, parsed once where the URL came in (listing, event)."""
 
 
 @dataclass
