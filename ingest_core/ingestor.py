@@ -26,11 +26,12 @@ from ingest_core.config import IngestConfig, is_local, local_path, table_key
 from ingest_core.delta.folder import check_table_uri
 from ingest_core.errors import ConfigurationError, IngestError, SourceGoneError
 from ingest_core.ledger import BaseLedger, open_ledger
-from ingest_core.pipeline.claim import Claimer, Work
+from ingest_core.pipeline.claim import Claimer
 from ingest_core.pipeline.fetch import Fetcher
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
+from ingest_core.pipeline.work import Work
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile, Sources
 

@@ -7,39 +7,18 @@ the second path is recorded as a sighting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig
 from ingest_core.faults import crash_point
-from ingest_core.ledger import BaseLedger, FileRecord
+from ingest_core.ledger import BaseLedger
 from ingest_core.pipeline.fetch import Fetched
 from ingest_core.pipeline.lease import LeaseKeeper
-from ingest_core.sources import LocalCopy, SourceFile
+from ingest_core.pipeline.work import Work
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from ingest_core.pipeline.settle import Settler
     from ingest_core.results import IngestResult
-
-
-@dataclass
-class Work:
-    """A claimed file on its way to the table."""
-
-    file: SourceFile
-    copy: LocalCopy
-    record: FileRecord
-    """The ledger row as claimed (the lease keeper holds the current version)."""
-    started: float
-    data: pa.Table | None = None
-    """The rows of a file read whole (`Reader.read_whole`), before captures and lineage."""
-
-    @property
-    def sha256(self) -> str:
-        """The content's key."""
-        return self.copy.sha256
 
 
 class Claimer:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ingest_core.config import IngestConfig
 from ingest_core.errors import CorruptFileError, IngestError
-from ingest_core.pipeline.claim import Work
+from ingest_core.pipeline.work import Work
 from ingest_core.sources import Sources
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from typing import Any
 from ingest_core.errors import IngestError, LeaseLostError, SourceChangedError
 from ingest_core.faults import crash_point
 from ingest_core.ledger import SUCCEEDED, BaseLedger, Claim
-from ingest_core.pipeline.claim import Work
 from ingest_core.pipeline.fetch import Fetched
 from ingest_core.pipeline.lease import LeaseKeeper
+from ingest_core.pipeline.work import Work
 from ingest_core.results import IngestResult, Outcome
 from ingest_core.sources import LocalCopy, SourceFile
 

@@ -1,0 +1,30 @@
+"""What travels between the stages: a claimed file on its way to the table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ingest_core.ledger import FileRecord
+from ingest_core.sources import LocalCopy, SourceFile
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@dataclass
+class Work:
+    """A claimed file on its way to the table."""
+
+    file: SourceFile
+    copy: LocalCopy
+    record: FileRecord
+    """The ledger row as claimed (the lease keeper holds the current version)."""
+    started: float
+    data: pa.Table | None = None
+    """The rows of a file read whole (`Reader.read_whole`), before captures and lineage."""
+
+    @property
+    def sha256(self) -> str:
+        """The content's key."""
+        return self.copy.sha256
