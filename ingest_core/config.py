@@ -15,6 +15,8 @@ from ingest_core.errors import ConfigurationError
 SchemaMode = Literal["merge", "strict"]
 
 LOCAL_SCHEMES = ("", "file")
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
+"""Environment variables (any case) through which requests would send Azure calls via a proxy."""
 AZURE_SCHEMES = ("abfs", "abfss", "az", "https", "http")
 
 
@@ -24,10 +26,19 @@ class StorageConfig:
 
     connection_string: str | None = None
     account_name: str | None = None
+    proxies: bool = True
+    """Whether the Azure clients look for proxy settings in the environment.
+
+    requests reads every environment variable for them on each request (about
+    2 ms a request in a Functions host's environment, a fifth of an event's
+    CPU); `from_env` turns the lookup off when no proxy variable is set."""
 
     def __repr__(self) -> str:  # never print the key inside a connection string
         secret = "set" if self.connection_string else None
-        return f"StorageConfig(connection_string={secret}, account_name={self.account_name!r})"
+        return (
+            f"StorageConfig(connection_string={secret}, account_name={self.account_name!r}, "
+            f"proxies={self.proxies})"
+        )
 
 
 @dataclass(frozen=True)
@@ -188,6 +199,7 @@ def from_env(
     values["storage"] = StorageConfig(
         connection_string=env.get("INGEST_STORAGE_CONNECTION") or None,
         account_name=env.get("INGEST_STORAGE_ACCOUNT") or None,
+        proxies=any(name.lower() in PROXY_VARIABLES for name in env),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not values.get("table_uri"):

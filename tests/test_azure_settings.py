@@ -95,7 +95,7 @@ def test_environment_names_reach_the_storage_config():
          "INGEST_STORAGE_ACCOUNT": "acct", "INGEST_TABLE_URI": "abfs://lake/orders",
          "INGEST_LEDGER_URI": "azure-table://ingestledger"}
     )
-    assert config.storage == StorageConfig("UseDevelopmentStorage=true", "acct")
+    assert config.storage == StorageConfig("UseDevelopmentStorage=true", "acct", proxies=False)
     assert (config.table_uri, config.ledger_uri) == ("abfs://lake/orders",
                                                      "azure-table://ingestledger")
     assert "UseDevelopmentStorage" not in repr(config)
@@ -171,3 +171,30 @@ def test_bearer_token_near_expiry_is_replaced():
     credential = ShortLivedTokens(lifetime=TOKEN_REFRESH_MARGIN_S - 5)
     token = BearerToken(lambda: credential)
     assert [token.get(), token.get()] == ["token-1", "token-2"]
+
+
+def test_proxy_settings_are_looked_up_only_when_a_proxy_variable_is_set():
+    from ingest_core.config import from_env
+
+    assert from_env({"INGEST_TABLE_URI": "t"}).storage.proxies is False
+    assert from_env({"INGEST_TABLE_URI": "t", "HTTPS_PROXY": "http://p:3128"}).storage.proxies
+    assert from_env({"INGEST_TABLE_URI": "t", "http_proxy": "http://p:3128"}).storage.proxies
+
+
+@pytest.mark.azurite
+def test_clients_go_through_the_environments_proxy_only_when_told_to(
+    azurite, unique_name, monkeypatch
+):
+    from azure.core.exceptions import ServiceRequestError
+
+    from ingest_core.azure.auth import blob_service
+    from ingest_core.azure.settings import account_settings
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    direct = blob_service(account_settings(StorageConfig(connection_string=azurite,
+                                                         proxies=False)))
+    direct.create_container(unique_name)  # the variable was not read
+    proxied = blob_service(account_settings(StorageConfig(connection_string=azurite)))
+    with pytest.raises(ServiceRequestError):
+        proxied.get_container_client(unique_name).get_container_properties(retry_total=0)
+    direct.delete_container(unique_name)

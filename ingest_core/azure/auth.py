@@ -61,7 +61,10 @@ def blob_service(settings: AccountSettings, **options: Any) -> BlobServiceClient
     """A Blob service client (listing, properties, writes); `options` go to the client."""
     from azure.storage.blob import BlobServiceClient
 
-    return BlobServiceClient(settings.blob_endpoint, credential=sdk_credential(settings), **options)
+    return BlobServiceClient(
+        settings.blob_endpoint, credential=sdk_credential(settings),
+        use_env_settings=settings.proxies, **options,
+    )
 
 
 def datalake_service(settings: AccountSettings, **options: Any) -> DataLakeServiceClient:
@@ -69,7 +72,8 @@ def datalake_service(settings: AccountSettings, **options: Any) -> DataLakeServi
     from azure.storage.filedatalake import DataLakeServiceClient
 
     return DataLakeServiceClient(
-        settings.dfs_endpoint, credential=sdk_credential(settings), **options
+        settings.dfs_endpoint, credential=sdk_credential(settings),
+        use_env_settings=settings.proxies, **options,
     )
 
 
@@ -77,7 +81,10 @@ def table_service(settings: AccountSettings) -> TableServiceClient:
     """A Table service client for the ledger."""
     from azure.data.tables import TableServiceClient
 
-    return TableServiceClient(settings.table_endpoint, credential=sdk_credential(settings))
+    return TableServiceClient(
+        settings.table_endpoint, credential=sdk_credential(settings),
+        use_env_settings=settings.proxies,
+    )
 
 
 class BearerToken:

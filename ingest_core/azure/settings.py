@@ -12,6 +12,7 @@ Three ways to authenticate, picked by what the configuration holds:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
@@ -66,6 +67,8 @@ class AccountSettings:
     sas_token: str | None = field(default=None, repr=False)
     emulator: bool = False
     """True for Azurite: path-style endpoints on a local host."""
+    proxies: bool = True
+    """Whether its clients read proxy settings from the environment (`StorageConfig.proxies`)."""
 
     @property
     def auth_mode(self) -> AuthMode:
@@ -175,13 +178,21 @@ def from_connection_string(text: str) -> AccountSettings:
     )
 
 
-@lru_cache(maxsize=64)
 def account_settings(storage: StorageConfig, account: str | None = None) -> AccountSettings:
     """The account to use for a URL naming `account` (None: the configured one).
 
     The connection string wins over `INGEST_STORAGE_ACCOUNT`. A URL may name
     another account only under identity auth: a key or SAS signs for one account.
     """
+    settings = _account_settings(storage, account)
+    if settings.proxies == storage.proxies:
+        return settings
+    return dataclasses.replace(settings, proxies=storage.proxies)
+
+
+@lru_cache(maxsize=64)
+def _account_settings(storage: StorageConfig, account: str | None = None) -> AccountSettings:
+    """`account_settings`, cached, before the proxy setting is applied."""
     if storage.connection_string:
         settings = from_connection_string(storage.connection_string)
     elif storage.account_name:
