@@ -250,3 +250,13 @@ def test_merge_into_a_table_on_azurite_with_the_azure_table_ledger(
         assert got == {1: "A", 2: "b", 3: "c"}
     finally:
         service.delete_container(unique_name)
+
+
+def test_workers_do_not_reorder_merges_the_files_go_in_listing_order(
+    landing: Path, table_uri: str
+):
+    for i in range(4):
+        feed(landing / f"f{i}.parquet", [(1, f"v{i}", 0, "U")])
+    assert run_cli(["run", str(landing), "--table", table_uri, "--workers", "2",
+                    "--mode", "merge", "--merge-keys", "id"]) == EXIT_OK
+    assert stored(table_uri) == {1: ("v3", 0, "f3.parquet")}

@@ -243,9 +243,10 @@ class MergeUpsert:
         positions = pa.array(range(table.num_rows), pa.int64())
         ordered = table
         if self.sequence is not None:
-            order = pc.sort_indices(table.select([self.sequence]).append_column(_ROW, positions),
-                                    sort_keys=[(self.sequence, "ascending", "at_start"),
-                                               (_ROW, "ascending", "at_end")])
+            sequence = table.column(self.sequence)
+            keys = pa.table({"valid": pc.is_valid(sequence), "seq": sequence, _ROW: positions})
+            order = pc.sort_indices(keys, sort_keys=[  # nulls lowest, on any pyarrow
+                ("valid", "ascending"), ("seq", "ascending"), (_ROW, "ascending")])
             ordered = table.take(order)
         keyed = ordered.select(list(self.keys)).append_column(_ROW, positions)
         last = keyed.group_by(list(self.keys), use_threads=False).aggregate([(_ROW, "max")])

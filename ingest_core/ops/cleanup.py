@@ -23,7 +23,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -110,7 +111,7 @@ class _Ledgers:
 
     def ledger(self, table: str) -> BaseLedger:
         """The ledger of `table`: the shared one, or a local table's own."""
-        uri = self._config.replace(table_uri=table, routes=None).resolved_ledger_uri()
+        uri = self._config.replace(table_uri=table).resolved_ledger_uri()
         if uri not in self._ledgers:
             self._ledgers[uri] = open_ledger(uri, self._config.storage)
         return self._ledgers[uri]
@@ -196,6 +197,10 @@ def _clean_one(
         return {**entry, "outcome": "archived", "to": to}
     except _Kept as kept:
         return {**entry, "outcome": "kept", "reason": str(kept)}
+    except OSError as exc:  # permissions, a full disk, a lost connection: this file only
+        verb = "archive" if archive_to else "delete"
+        reason = f"could not {verb} it: {exc}; fix that and run again"
+        return {**entry, "outcome": "kept", "reason": reason}
 
 
 def _ingested_row(
@@ -281,12 +286,14 @@ def _delete(file: SourceFile, row: FileRecord, config: IngestConfig) -> None:
     if is_local(file.uri):
         _check_local(file, row).unlink()
         return
-    _delete_blob(file, row, config)
+    with _azure_errors():
+        _delete_blob(file, row, config)
 
 
 def _archive(file: SourceFile, row: FileRecord, to: str, config: IngestConfig) -> None:
     if not is_local(file.uri):
-        _archive_blob(file, row, to, config)
+        with _azure_errors():
+            _archive_blob(file, row, to, config)
         return
     path = _check_local(file, row)
     target = Path(to)
@@ -304,6 +311,17 @@ def _archive(file: SourceFile, row: FileRecord, to: str, config: IngestConfig) -
 
 
 # -- blobs ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _azure_errors() -> Iterator[None]:
+    """Any other Azure failure (authorization, throttling) as an OSError: the file is kept."""
+    from azure.core.exceptions import AzureError
+
+    try:
+        yield
+    except AzureError as exc:
+        raise OSError(f"{type(exc).__name__}: {exc.message}") from exc
 
 
 def _blob_client(url: str, config: IngestConfig) -> BlobClient:
