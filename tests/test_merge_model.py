@@ -14,6 +14,7 @@ highest sequence.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -27,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest_core import IdempotentIngestor
+from ingest_core.delta import app_id
 
 Row = tuple[int, int, str]
 """(key, sequence, op)"""
@@ -108,6 +110,10 @@ def test_the_table_is_the_last_version_of_each_key_whatever_the_redelivery_order
             statuses = [ing.ingest_file(paths[i]).status for i in order]
         assert statuses.count("ingested") == len(files)
         assert statuses.count("skipped") == len(order) - len(files)
+        log = DeltaTable(str(work / "lake"))
+        for path in paths:  # even a file that changed no row: its id guards a redelivery
+            sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            assert log.transaction_version(app_id(sha)) == 1, f"no commit carries {path}"
         data = DeltaTable(str(work / "lake")).to_pyarrow_table(
             columns=["id", "seq", "file", "_ingest_file"]).to_pylist()
         assert len({r["id"] for r in data}) == len(data), "a key is stored twice"

@@ -180,6 +180,8 @@ class MergeUpsert:
     ) -> int:
         """Merge `table` (one file's conformed rows) and return the version committed.
 
+        A file that changes no row (every version older than the stored one)
+        is still committed: a commit with its transaction id and no data.
         `snapshot` is the one the file's transaction id was checked on. None:
         the table is created empty with the rows' schema (a commit with no
         transaction id, failing if a rival created it meanwhile), then merged
@@ -215,9 +217,13 @@ class MergeUpsert:
             merger = merger.when_matched_update_all(
                 predicate=f"NOT {deleted}" if newer is None else f"NOT {deleted} AND {newer}")
             merger = merger.when_not_matched_insert_all(predicate=f"NOT {deleted}")
+        read = snapshot.version()
         merger.execute()
+        version = snapshot.version()
+        if version == read:  # no row changed, so delta-rs committed nothing: commit the id alone
+            version = target.commit_files(snapshot, [], DeltaTarget.schema(snapshot), [entry])
         crash_point("after_commit")
-        return snapshot.version()
+        return version
 
     def latest(self, table: pa.Table, name: str) -> pa.Table:
         """One row per key: the highest sequence, then the last, in file order.
@@ -240,7 +246,9 @@ class MergeUpsert:
                     f"{name}: merge key {key} is null in {nulls} rows; fix the file, then "
                     "`ingest quarantine release` it and `ingest retry`"
                 )
-        positions = pa.array(range(table.num_rows), pa.int64())
+        if _unique(table, self.keys):
+            return table  # the usual case: one hash of the keys, no sort, no copy
+        positions = pc.indices_nonzero(pa.repeat(True, table.num_rows))
         ordered = table
         if self.sequence is not None:
             sequence = table.column(self.sequence)
@@ -250,9 +258,13 @@ class MergeUpsert:
             ordered = table.take(order)
         keyed = ordered.select(list(self.keys)).append_column(_ROW, positions)
         last = keyed.group_by(list(self.keys), use_threads=False).aggregate([(_ROW, "max")])
-        if last.num_rows == table.num_rows:
-            return ordered
         return ordered.take(last.sort_by(f"{_ROW}_max").column(f"{_ROW}_max"))
+
+
+def _unique(table: pa.Table, keys: tuple[str, ...]) -> bool:
+    """Whether no two rows of `table` share their `keys`."""
+    groups = table.select(list(keys)).group_by(list(keys), use_threads=False).aggregate([])
+    return groups.num_rows == table.num_rows
 
 
 def qualified(predicate: str, columns: list[str]) -> str:
