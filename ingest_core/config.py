@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,8 @@ from urllib.parse import urlparse
 from ingest_core.errors import ConfigurationError
 
 SchemaMode = Literal["merge", "strict"]
+Mode = Literal["append", "merge"]
+MODES = ("append", "merge")
 
 LOCAL_SCHEMES = ("", "file")
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
@@ -83,6 +86,20 @@ class IngestConfig:
     The Delta-side guard covers this window after a commit; after it the ledger
     is the record and the lineage column recognises old files (`delta.lineage`).
     None or lineage off: the ids are kept for good."""
+    mode: Mode = "append"
+    """append: every file's rows are added; merge: upserted on `merge_keys`, one commit a file."""
+    merge_keys: tuple[str, ...] = ()
+    """The columns identifying a record under `mode=merge`."""
+    merge_sequence: str | None = None
+    """A column ordering versions of a record: a row replaces the stored one when its value
+    is greater or equal. None: the file merged last wins."""
+    merge_delete_when: str | None = None
+    """A SQL predicate over the incoming row (`op = 'D'`): matching rows delete the stored one."""
+    cleanup: str | None = None
+    """The Functions app's source clean-up on its maintenance timer: `delete` or
+    `archive:<URL>`; None: files stay where they landed."""
+    cleanup_after: float | None = None
+    """Seconds after its ingestion a landed file is cleaned up (`parse_duration`)."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -91,6 +108,27 @@ class IngestConfig:
             raise ConfigurationError("lease seconds, max attempts and batch size must be positive")
         if self.workers < 1:
             raise ConfigurationError(f"--workers {self.workers}: use 1 or more")
+        if self.mode not in MODES:
+            raise ConfigurationError(f"mode {self.mode!r}: use append or merge")
+        if self.mode == "merge" and not self.merge_keys:
+            raise ConfigurationError(
+                "mode merge needs the key columns: pass --merge-keys a,b "
+                "(or set INGEST_MERGE_KEYS, or merge_keys in the route)"
+            )
+        if self.mode == "append" and (
+            self.merge_keys or self.merge_sequence or self.merge_delete_when
+        ):
+            raise ConfigurationError(
+                "merge keys, sequence or delete condition given in append mode: "
+                "add --mode merge (INGEST_MODE=merge), or drop them"
+            )
+        if self.cleanup is not None:
+            cleanup_action(self.cleanup)
+            if self.cleanup_after is None:
+                raise ConfigurationError(
+                    "INGEST_CLEANUP is set but INGEST_CLEANUP_AFTER is not: say how long after "
+                    "ingestion landed files are cleaned up (e.g. 7d)"
+                )
 
     def replace(self, **changes: Any) -> IngestConfig:
         """A copy with `changes` applied (None values are ignored)."""
@@ -134,6 +172,47 @@ def table_key(uri: str) -> str:
     return str(local_path(uri)) if is_local(uri) else uri.rstrip("/")
 
 
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds in `7d`, `12h`, `30m`, `45s` (or several, as `1d12h`).
+
+    Raises:
+        ConfigurationError: `text` is not such a duration.
+    """
+    compact = text.strip().lower().replace(" ", "")
+    parts = _DURATION.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ConfigurationError(
+            f"{name} {text!r}: write a duration as a number and a unit, e.g. 7d, 12h, 30m, 45s"
+        )
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def cleanup_action(value: str) -> tuple[Literal["archive", "delete"], str | None]:
+    """Split INGEST_CLEANUP (`delete` or `archive:<URL>`) into the action and archive URI.
+
+    Raises:
+        ConfigurationError: the value is neither.
+    """
+    if value.strip() == "delete":
+        return "delete", None
+    kind, sep, where = value.partition(":")
+    if kind.strip() == "archive" and sep and where.strip():
+        return "archive", where.strip()
+    raise ConfigurationError(
+        f"INGEST_CLEANUP={value!r}: use delete, or archive:<URL> "
+        "(e.g. archive:abfss://archive@account.dfs.core.windows.net/landing)"
+    )
+
+
+def split_names(value: str) -> tuple[str, ...]:
+    """`a, b` -> ("a", "b"): a comma-separated list of column names."""
+    return tuple(n.strip() for n in value.split(",") if n.strip())
+
+
 def _flag(value: str, name: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -162,7 +241,10 @@ def from_env(
     INGEST_LANDING_CONTAINERS (comma-separated), INGEST_ROUTES (a routes file's
     path or its TOML text; with it no table is required),
     INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY, INGEST_TXN_RETENTION (a
-    Delta interval, `interval 7 days`).
+    Delta interval, `interval 7 days`), INGEST_MODE (append or merge),
+    INGEST_MERGE_KEYS (comma-separated), INGEST_MERGE_SEQUENCE,
+    INGEST_MERGE_DELETE_WHEN, INGEST_CLEANUP (delete or archive:<URL>) and
+    INGEST_CLEANUP_AFTER (a duration: 7d, 12h, 30m).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -177,6 +259,10 @@ def from_env(
         "eventgrid_topic_endpoint": "INGEST_EVENTGRID_TOPIC_ENDPOINT",
         "eventgrid_key": "INGEST_EVENTGRID_KEY",
         "txn_retention": "INGEST_TXN_RETENTION",
+        "mode": "INGEST_MODE",
+        "merge_sequence": "INGEST_MERGE_SEQUENCE",
+        "merge_delete_when": "INGEST_MERGE_DELETE_WHEN",
+        "cleanup": "INGEST_CLEANUP",
     }
     for key, name in text.items():
         if env.get(name):
@@ -196,6 +282,11 @@ def from_env(
     if env.get("INGEST_LANDING_CONTAINERS"):
         names = (n.strip() for n in env["INGEST_LANDING_CONTAINERS"].split(","))
         values["landing_containers"] = tuple(n for n in names if n)
+    if env.get("INGEST_MERGE_KEYS"):
+        values["merge_keys"] = split_names(env["INGEST_MERGE_KEYS"])
+    if env.get("INGEST_CLEANUP_AFTER"):
+        values["cleanup_after"] = parse_duration(env["INGEST_CLEANUP_AFTER"],
+                                                 "INGEST_CLEANUP_AFTER")
     values["storage"] = StorageConfig(
         connection_string=env.get("INGEST_STORAGE_CONNECTION") or None,
         account_name=env.get("INGEST_STORAGE_ACCOUNT") or None,

@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
 
     from ingest_core.delta.maintain import MaintenanceReport
+    from ingest_core.ops.cleanup import CleanupReport
 
 logger = logging.getLogger("ingest_core.functions")
 
@@ -62,6 +63,8 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 MAX_LOGGED_ERROR = 500
 """Characters of an error message a log line keeps (the ledger row has the whole text)."""
+MAX_LOGGED_FILES = 100
+"""Files a cleanup log line names (its counts cover all)."""
 
 
 @functools.cache
@@ -409,6 +412,9 @@ def _json(body: object, status: int) -> func.HttpResponse:
 def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
     """Re-drive stuck files, then compact and checkpoint; one log line, and report, per table.
 
+    With INGEST_CLEANUP and INGEST_CLEANUP_AFTER set, the landing containers
+    are then cleaned up as `ingest cleanup` would (`cleanup_landing`).
+
     Without routes: the app's table. With routes: every table `routed_tables`
     names (each table with rows in the shared ledger, and each route's table
     that uses no capture), one after the other: its failed (attempts left) and
@@ -433,6 +439,7 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
             redriven = redrive(session, on_result=log)
         report = maintain(config)
         _log_maintenance(report, redriven, past_due)
+        cleanup_landing(config)
         return [report]
     reports: list[MaintenanceReport] = []
     failed: list[str] = []
@@ -451,7 +458,34 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
             reports.append(report)
     if failed:
         raise IngestError(f"maintenance failed for {', '.join(failed)}; see the log lines")
+    cleanup_landing(config)
     return reports
+
+
+def cleanup_landing(config: IngestConfig) -> CleanupReport | None:
+    """Archive or delete landed files ingested at least INGEST_CLEANUP_AFTER ago.
+
+    Covers every landing container (`IngestConfig.allowed_containers`); only
+    files whose content is `succeeded` with the bytes ingested are touched
+    (`ingest_core.ops.cleanup`). One log line with the counts; None when
+    INGEST_CLEANUP is not set.
+    """
+    if config.cleanup is None:
+        return None
+    from ingest_core.azure.settings import account_settings
+    from ingest_core.config import cleanup_action
+    from ingest_core.ops.cleanup import cleanup
+
+    _, archive_to = cleanup_action(config.cleanup)
+    endpoint = account_settings(config.storage).blob_endpoint
+    sources = [f"{endpoint}/{c}/" for c in sorted(config.allowed_containers())]
+    report = cleanup(config, sources, archive_to=archive_to, older_than=config.cleanup_after)
+    line = {"event": "cleanup", **report.to_dict()}
+    line["files"] = [  # the kept ones are many and the same each time: counted only
+        {k: redact(v) for k, v in f.items()} for f in report.files if f["outcome"] != "kept"
+    ][:MAX_LOGGED_FILES]
+    logger.info(json.dumps(line, default=str))
+    return report
 
 
 def _log_maintenance(report: MaintenanceReport, redriven: RedriveReport, past_due: bool) -> None:

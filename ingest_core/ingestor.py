@@ -153,6 +153,8 @@ class IdempotentIngestor:
         Small files gather in a batch, committed together once it holds
         `batch_files` files or `batch_bytes` of rows, or its first file has
         waited `batch_seconds`; a large file is streamed into a commit of its own.
+        In merge mode every file is read whole and merged in a commit of its
+        own, in arrival order.
         """
         batch: list[Work] = []
         batch_bytes = 0
@@ -163,7 +165,7 @@ class IdempotentIngestor:
             if isinstance(work, IngestResult):
                 yield work
                 continue
-            if work.copy.size > self.config.stream_bytes:
+            if work.copy.size > self.config.stream_bytes and not self.merging:
                 yield from self._commit_batch(batch)
                 batch, batch_bytes = [], 0
                 yield from self._commit_stream(work)
@@ -172,6 +174,9 @@ class IdempotentIngestor:
                 self._reader.read_whole(work)
             except IngestError as exc:
                 yield self._settler.error(work, exc)
+                continue
+            if self.merging:  # one MERGE commit per file, in arrival order
+                yield from self._commit_batch([work])
                 continue
             batch.append(work)
             batch_bytes += work.data.nbytes if work.data is not None else 0
@@ -214,6 +219,11 @@ class IdempotentIngestor:
                 return self._failed(work, exc)
             finally:
                 work.copy.discard()
+
+    @property
+    def merging(self) -> bool:
+        """Whether files are upserted (`mode=merge`): each read whole, one MERGE commit each."""
+        return self.config.mode == "merge"
 
     def close(self) -> None:
         """Stop lease renewal, let staging clean-up finish and close the ledger."""
@@ -392,6 +402,9 @@ class IdempotentIngestor:
         if not conformed.ready:
             return
         assert conformed.schema is not None
+        if self.merging:
+            yield self._write_merge(snapshot, stored, conformed.schema, *conformed.ready[0])
+            return
         writer = BatchAppend(
             conformed.schema, merge_schema=stored is None or len(conformed.schema) > len(stored)
         )
@@ -399,6 +412,23 @@ class IdempotentIngestor:
         version = writer.write(self.target, snapshot, entries)
         for work, table in conformed.ready:
             yield self._settler.ingested(work, version, table.num_rows)
+
+    def _write_merge(
+        self, snapshot: Any, stored: pa.Schema | None, schema: pa.Schema, work: Work,
+        table: pa.Table,
+    ) -> IngestResult:
+        """Upsert one file's rows on the merge keys, in one commit carrying its id."""
+        from ingest_core.delta import FileEntry
+        from ingest_core.delta.writers import MergeUpsert
+
+        config = self.config
+        writer = MergeUpsert(
+            config.merge_keys, config.merge_sequence, config.merge_delete_when,
+            merge_schema=stored is not None and len(schema) > len(stored),
+        )
+        entry = FileEntry(work.sha256, work.file.uri, table.num_rows)
+        version = writer.write(self.target, snapshot, entry, table)
+        return self._settler.ingested(work, version, table.num_rows)
 
     def _write_stream(self, work: Work) -> IngestResult:
         """Commit one large file: copied as it is where nothing rewrites it, else streamed."""
@@ -517,14 +547,17 @@ class IdempotentIngestor:
         """Whether files of this table can go through the group commit."""
         from ingest_core.delta.data_files import writable
 
-        if stored is None or self.config.partition_by or not self.group.log.appendable():
+        if (
+            stored is None or self.config.partition_by or self.merging
+            or not self.group.log.appendable()
+        ):
             return False
         return writable(self.group.log.base, stored, ())
 
     def _ingest_alone(self, work: Work) -> IngestResult:
         """A commit of its own, as `ingest` gives a file (serialised within this process)."""
         with self._direct:
-            if work.copy.size > self.config.stream_bytes:
+            if work.copy.size > self.config.stream_bytes and not self.merging:
                 results = list(self._commit_stream(work))
             else:
                 if work.data is None:

@@ -11,6 +11,10 @@ A routes file is TOML, one `[[route]]` table per feed, tried in file order
     partition_by = ["year"]                # optional: captures or data columns
     lineage = true                         # optional
     transform = "pkg.module:function"      # optional
+    mode = "merge"                         # optional, as --mode (append or merge)
+    merge_keys = ["order_id"]              # with mode merge, as --merge-keys
+    merge_sequence = "updated_at"          # optional, as --merge-sequence
+    merge_delete_when = "op = 'D'"         # optional, as --merge-delete-when
     name = "orders"                        # optional: shown by explain and check
 
 `match` is matched against a file's routing path (`routing_path`): its path
@@ -35,12 +39,13 @@ from pathlib import Path
 from typing import Any, cast
 
 from ingest_core.azure.urls import is_blob_url, parse_blob_url
-from ingest_core.config import IngestConfig, SchemaMode, is_local
+from ingest_core.config import MODES, IngestConfig, Mode, SchemaMode, is_local
 from ingest_core.errors import ConfigurationError
 from ingest_core.sources.base import SourceFile
 
 ROUTE_KEYS = (
     "match", "table", "format", "schema_mode", "partition_by", "lineage", "transform", "name",
+    "mode", "merge_keys", "merge_sequence", "merge_delete_when",
 )
 FORMATS = ("parquet", "csv", "jsonl")
 SCHEMA_MODES = ("merge", "strict")
@@ -197,6 +202,10 @@ class Route:
     lineage: bool | None = None
     transform: str | None = None
     name: str | None = None
+    mode: Mode | None = None
+    merge_keys: tuple[str, ...] = ()
+    merge_sequence: str | None = None
+    merge_delete_when: str | None = None
 
     @property
     def match(self) -> str:
@@ -209,7 +218,9 @@ class Route:
             "index": self.index, "line": self.line, "name": self.name, "match": self.match,
             "captures": list(self.pattern.captures), "table": self.table, "format": self.format,
             "schema_mode": self.schema_mode, "partition_by": list(self.partition_by),
-            "lineage": self.lineage, "transform": self.transform,
+            "lineage": self.lineage, "transform": self.transform, "mode": self.mode,
+            "merge_keys": list(self.merge_keys), "merge_sequence": self.merge_sequence,
+            "merge_delete_when": self.merge_delete_when,
         }
 
     @property
@@ -238,8 +249,19 @@ class RouteMatch:
     def config(self, base: IngestConfig) -> IngestConfig:
         """`base` for this route: its table, and its options where it sets them."""
         route = self.route
+        merge: dict[str, Any] = {}
+        if route.mode == "append":
+            merge = {"mode": "append", "merge_keys": (), "merge_sequence": None,
+                     "merge_delete_when": None}
+        elif route.mode == "merge":
+            merge = {
+                "mode": "merge", "merge_keys": route.merge_keys or base.merge_keys,
+                "merge_sequence": route.merge_sequence or base.merge_sequence,
+                "merge_delete_when": route.merge_delete_when or base.merge_delete_when,
+            }
         return dataclasses.replace(
             base,
+            **merge,
             table_uri=self.table,
             format=route.format or base.format,
             schema_mode=route.schema_mode or base.schema_mode,
@@ -309,9 +331,11 @@ def _describe(found: RouteMatch) -> str:
     parts = [f"table {found.table}"]
     if found.captures:
         parts.insert(0, ", ".join(f"{k}={v}" for k, v in found.captures.items()))
-    for key in ("format", "schema_mode", "transform"):
+    for key in ("format", "schema_mode", "transform", "mode"):
         if getattr(route, key):
             parts.append(f"{key} {getattr(route, key)}")
+    if route.merge_keys:
+        parts.append(f"merge_keys {', '.join(route.merge_keys)}")
     if route.lineage is not None:
         parts.append(f"lineage {'on' if route.lineage else 'off'}")
     if route.partition_by:
@@ -410,7 +434,8 @@ def _check_route(
         if key not in ROUTE_KEYS:
             problem(key, f"unknown key {key!r}; known keys: {', '.join(ROUTE_KEYS)}")
     strings = {}
-    for key in ("match", "table", "format", "schema_mode", "transform", "name"):
+    for key in ("match", "table", "format", "schema_mode", "transform", "name", "mode",
+                "merge_sequence", "merge_delete_when"):
         value = entry.get(key)
         if value is None:
             if key in ("match", "table"):
@@ -431,6 +456,10 @@ def _check_route(
         problem("format", f"format {strings['format']!r}: use one of {', '.join(FORMATS)}")
     if strings.get("schema_mode", SCHEMA_MODES[0]) not in SCHEMA_MODES:
         problem("schema_mode", f"schema_mode {strings['schema_mode']!r}: use merge or strict")
+    mode = strings.get("mode")
+    if mode is not None and mode not in MODES:
+        problem("mode", f"mode {mode!r}: use append or merge")
+    merge_keys = _check_merge_keys(entry, strings, lambda k, m: problem(k, m))
     lineage = entry.get("lineage")
     if lineage is not None and not isinstance(lineage, bool):
         problem("lineage", "lineage must be true or false")
@@ -456,7 +485,33 @@ def _check_route(
         lineage=lineage,
         transform=strings.get("transform"),
         name=strings.get("name"),
+        mode=cast(Mode | None, mode),  # checked above
+        merge_keys=merge_keys,
+        merge_sequence=strings.get("merge_sequence"),
+        merge_delete_when=strings.get("merge_delete_when"),
     )
+
+
+def _check_merge_keys(
+    entry: dict[str, Any], strings: dict[str, str], problem: Callable[[str, str], None]
+) -> tuple[str, ...]:
+    """The route's merge keys; a problem when merge settings and mode disagree."""
+    value = entry.get("merge_keys")
+    keys: tuple[str, ...] = ()
+    if value is not None:
+        if not isinstance(value, list) or not value or not all(
+            isinstance(v, str) and v for v in value
+        ):
+            problem("merge_keys", 'merge_keys must be a list of column names, as ["order_id"]')
+        else:
+            keys = tuple(value)
+    merge_settings = [k for k in ("merge_keys", "merge_sequence", "merge_delete_when")
+                      if entry.get(k) is not None]
+    if strings.get("mode") == "merge" and not keys and value is None:
+        problem("mode", 'mode "merge" needs merge_keys, as merge_keys = ["order_id"]')
+    elif merge_settings and strings.get("mode") != "merge":
+        problem(merge_settings[0], f'{merge_settings[0]} goes with mode = "merge"; add it')
+    return keys
 
 
 def _check_table(template: str, pattern: Pattern, problem: Callable[[str], None]) -> None:

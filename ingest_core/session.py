@@ -187,7 +187,7 @@ class Session:
                 if on_result is not None:
                     on_result(result)
 
-            if len(group) > 1:
+            if len(group) > 1 and config.mode != "merge":  # merges keep arrival order
                 run_parallel(config, group, tagged)
             else:
                 self.ingestor(config).run(group, tagged)

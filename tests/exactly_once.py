@@ -299,12 +299,14 @@ def run_race(
     expected_ids: set[int] | None = None,
     kill_every: tuple[float, float] = (0.2, 0.8),
     timeout: float = 600,
+    options: dict[str, Any] | None = None,
 ) -> RaceReport:
     """Deliver each of `paths` `copies` times, shuffled, to `workers` spawned processes.
 
     Every `kill_every` seconds (at random in that range), until `kills` are
     done, a working worker is SIGKILLed and a fresh one resumes its list at the
-    first run it had not finished (so that run is delivered again). When every
+    first run it had not finished (so that run is delivered again). `options`
+    go to every worker's and the replay's ingestor (e.g. merge mode). When every
     list is done, leases run out, one clean replay ingests every path once, and
     `check_exactly_once` compares table, log and ledger.
     """
@@ -316,7 +318,8 @@ def run_race(
     deliveries = [p for p in paths for _ in range(copies)]
     chooser.shuffle(deliveries)
     lists = [deliveries[k::workers] for k in range(workers)]
-    options = {"lease_seconds": lease_seconds, "batch_files": 4}
+    extra = options or {}
+    options = {"lease_seconds": lease_seconds, "batch_files": 4, **extra}
     context = multiprocessing.get_context("spawn")
     workdir.mkdir(parents=True, exist_ok=True)
     progress = [workdir / f"worker-{k}.jsonl" for k in range(workers)]
@@ -369,7 +372,7 @@ def run_race(
     time.sleep(lease_seconds + 0.2)  # leases of killed workers run out
     started = time.monotonic()
     storage = StorageConfig(connection_string=connection)
-    with IdempotentIngestor(table=table, ledger=ledger, storage=storage) as ing:
+    with IdempotentIngestor(table=table, ledger=ledger, storage=storage, **extra) as ing:
         replay = ing.run(ing.list_sources(sorted(set(paths)))).counts
         agreement = check_exactly_once(
             table, ing.ledger, ing.table, expected_ids=expected_ids, connection=connection

@@ -80,7 +80,8 @@ def test_the_template_sets_every_setting_the_app_requires():
         "INGEST_FORMAT", "INGEST_TRANSFORM", "INGEST_ROUTES", "INGEST_EVENTGRID_TOPIC_ENDPOINT",
         "INGEST_EVENTGRID_KEY", "INGEST_SCHEMA_MODE", "INGEST_LINEAGE", "INGEST_LEASE_SECONDS",
         "INGEST_MAX_ATTEMPTS", "INGEST_BATCH_FILES", "INGEST_BATCH_SECONDS", "INGEST_WORKERS",
-        "INGEST_TXN_RETENTION",
+        "INGEST_TXN_RETENTION", "INGEST_MODE", "INGEST_MERGE_KEYS", "INGEST_MERGE_SEQUENCE",
+        "INGEST_MERGE_DELETE_WHEN", "INGEST_CLEANUP", "INGEST_CLEANUP_AFTER",
     }
     missing = sorted(set(sample) - optional - set(settings))
     assert not missing, f"infra/resources.bicep does not set {missing}"

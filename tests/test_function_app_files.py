@@ -136,7 +136,9 @@ def test_sample_settings_name_every_setting_the_app_reads():
     missing = _settings_read_by_the_app() - set(values)
     assert not missing, f"add {sorted(missing)} to local.settings.sample.json"
     optional = {"INGEST_FORMAT", "INGEST_TRANSFORM", "INGEST_ROUTES",
-                "INGEST_EVENTGRID_TOPIC_ENDPOINT", "INGEST_EVENTGRID_KEY"}  # CLI replay only
+                "INGEST_EVENTGRID_TOPIC_ENDPOINT", "INGEST_EVENTGRID_KEY",  # CLI replay only
+                "INGEST_MERGE_KEYS", "INGEST_MERGE_SEQUENCE", "INGEST_MERGE_DELETE_WHEN",
+                "INGEST_CLEANUP", "INGEST_CLEANUP_AFTER"}  # merge mode, source clean-up
     assert all(v for k, v in values.items() if k not in optional)
 
 

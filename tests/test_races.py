@@ -48,6 +48,36 @@ def test_eight_racing_workers_killed_at_random_ingest_each_file_exactly_once(
     assert report.race_counts["ingested"] <= FILES
 
 
+@pytest.mark.slow
+def test_racing_workers_in_merge_mode_merge_each_file_exactly_once(
+    ledger_kind, request, landing: Path, table_uri: str, tmp_path: Path, unique_name: str
+):
+    connection = request.getfixturevalue("azurite") if ledger_kind == "azure_table" else None
+    files = 80
+    paths = [str(write_parquet(landing / f"f{i:03d}.parquet", start=i * ROWS, rows=ROWS))
+             for i in range(files)]
+    report = run_race(
+        table=table_uri,
+        ledger=ledger_uri(ledger_kind, tmp_path, unique_name),
+        paths=paths,
+        workdir=tmp_path / "race",
+        workers=4,
+        copies=3,
+        kills=4,
+        seed=18,
+        kill_every=(0.1, 0.4),
+        connection=connection,
+        expected_ids=set(range(files * ROWS)),
+        options={"mode": "merge", "merge_keys": ("id",)},
+    )
+    print(report)
+    assert report.kills == 4
+    assert report.agreement.problems == []
+    assert report.agreement.contents_committed_twice == 0
+    assert report.agreement.ledger_rows == {"succeeded": files}
+    assert report.replay_counts["ingested"] + report.replay_counts["skipped"] == files
+
+
 def test_a_commit_found_from_a_snapshot_others_have_moved_past_is_located_at_its_version(
     table_uri: str,
 ):

@@ -8,7 +8,7 @@ import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_summary, progress
-from ingest_core.config import IngestConfig, from_env, table_key
+from ingest_core.config import IngestConfig, from_env, split_names, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
 from ingest_core.results import RunStats
@@ -38,6 +38,15 @@ from ingest_core.results import RunStats
               help="Small files per Delta commit (default 500).")
 @click.option("--batch-seconds", type=click.FloatRange(min=0),
               help="Commit a batch once its first file has waited this long (default 10).")
+@click.option("--mode", type=click.Choice(["append", "merge"]),
+              help="append (default) adds every file's rows; merge upserts them on --merge-keys, "
+                   "one commit per file in arrival order.")
+@click.option("--merge-keys", metavar="A,B", help="Key columns of a merge (with --mode merge).")
+@click.option("--merge-sequence", metavar="COL",
+              help="A row replaces the stored one only if its COL is greater or equal; within a "
+                   "file the highest wins, then the last.")
+@click.option("--merge-delete-when", metavar="PREDICATE",
+              help="SQL over the incoming row (\"op = 'D'\"): matching rows delete the stored one.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     sources: tuple[str, ...],
@@ -52,6 +61,10 @@ def run(
     lease_seconds: float | None,
     batch_files: int | None,
     batch_seconds: float | None,
+    mode: str | None,
+    merge_keys: str | None,
+    merge_sequence: str | None,
+    merge_delete_when: str | None,
     as_json: bool,
 ) -> int:
     """Ingest every file under each SOURCE (a file or folder, recursive) into --table.
@@ -75,6 +88,10 @@ def run(
         lease_seconds=lease_seconds,
         batch_files=batch_files,
         batch_seconds=batch_seconds,
+        mode=mode,
+        merge_keys=split_names(merge_keys) if merge_keys is not None else None,
+        merge_sequence=merge_sequence,
+        merge_delete_when=merge_delete_when,
     )
     if config.routes and not table_uri:  # a --table flag wins over INGEST_ROUTES, not the variable
         config = config.replace(table_uri="")

@@ -1,4 +1,4 @@
-"""`ingest replay`, `sweep`, `retry`, `quarantine list|release`, `show` and `maintain`.
+"""`ingest replay`, `sweep`, `retry`, `quarantine list|release`, `show`, `cleanup`, `maintain`.
 
 Thin: each parses its options, builds the config with `from_env`, calls
 `ingest_core.ops` (or `delta.maintain`) and prints the report: one JSON
@@ -274,6 +274,66 @@ def _print_show(report: ops.ShowReport) -> None:
         for name, value in shown.delta.items():
             table.add_row(f"delta.{name}", Text("" if value is None else str(value)))
         Console(width=None if sys.stdout.isatty() else 400).print(table)
+
+
+# -- cleanup ------------------------------------------------------------------------------
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    from ingest_core.config import parse_duration
+
+    try:
+        return parse_duration(value, "--older-than")
+    except ConfigurationError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--archive-to", metavar="URI",
+              help="Move each cleaned file here, keeping its path below SOURCE "
+                   "(a folder for local sources, a Blob URL of the same account for blobs).")
+@click.option("--delete", "delete", is_flag=True, help="Delete each cleaned file.")
+@click.option("--older-than", metavar="DURATION", callback=_duration,
+              help="Only files ingested at least this long ago (7d, 12h, 30m).")
+@table_option
+@ledger_option
+@routes_option
+@click.option("--dry-run", is_flag=True, help="Report what would be done; touch nothing.")
+@json_option
+def cleanup(
+    sources: tuple[str, ...], archive_to: str | None, delete: bool, older_than: float | None,
+    table_uri: str | None, ledger_uri: str | None, routes_file: str | None, dry_run: bool,
+    as_json: bool,
+) -> int:
+    """Archive or delete files under SOURCE whose content the table already holds.
+
+    Only files the ledger records as succeeded, with the very bytes ingested
+    (same ETag for blobs, same size and modification identity for local files),
+    are touched; any other file is kept and reported with the reason. The
+    ledger is not changed: ingesting the archive again is a skip.
+    """
+    if bool(archive_to) == delete:
+        raise click.UsageError("give --archive-to URI or --delete (one)")
+    config = _config(table_uri, ledger_uri, routes=routes_file)
+    report = ops.cleanup(
+        config, list(sources), archive_to=archive_to, older_than=older_than, dry_run=dry_run
+    )
+
+    def human() -> None:
+        for entry in report.files:
+            if entry["outcome"] == "kept":
+                click.echo(f"kept: {entry['path']}: {entry['reason']}", err=True)
+        would = "would be " if report.dry_run else ""
+        click.echo(
+            f"{report.count('archived')} {would}archived, {report.count('deleted')} "
+            f"{would}deleted, {report.count('kept')} kept"
+        )
+
+    _emit(as_json, report, human)
+    return _status(report.ok)
 
 
 # -- maintain -----------------------------------------------------------------------------

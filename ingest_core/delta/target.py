@@ -286,7 +286,7 @@ class DeltaTarget:
             self.partition_by if table is None else table.metadata().partition_columns
         )
         data = plain_partitions(data, partitions)
-        properties = _commit_properties(files, creating=table is None)
+        properties = commit_properties(files, creating=table is None)
         options: dict[str, Any] = {
             "mode": "append",
             "schema_mode": "merge" if merge_schema else None,
@@ -322,7 +322,7 @@ class DeltaTarget:
         `schema` must be the table's (`data_files.writable`); None creates the
         table. Returns the version committed.
         """
-        properties = _commit_properties(files, creating=table is None)
+        properties = commit_properties(files, creating=table is None)
         if table is None:
             with self._creating():
                 create_table_with_add_actions(
@@ -357,8 +357,12 @@ class DeltaTarget:
             raise commit_conflict(f"table {self.uri} was created meanwhile: {exc}") from exc
 
 
-def _commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProperties:
-    """One transaction id per file, and the files in the commit's metadata."""
+def commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProperties:
+    """One transaction id per file, and the files in the commit's metadata.
+
+    `creating`: no snapshot guards the ids, so the commit fails rather than
+    rebase onto a rival's first commit.
+    """
     now_ms = int(time.time() * 1000)
     return CommitProperties(
         app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],

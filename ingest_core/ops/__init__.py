@@ -14,8 +14,10 @@ twice is harmless.
 | `sweep`               | a listing and the ledger (no hashing) | unseen, changed, stalled files   |
 | `retry`               | the ledger                            | failed (+ released) rows         |
 | `release`, `show`     | the ledger (and the Delta log)        | nothing                          |
+| `cleanup`             | a listing and the ledger              | nothing: archives or deletes     |
 """
 
+from ingest_core.ops.cleanup import CleanupReport, cleanup
 from ingest_core.ops.common import (
     SHA256,
     Advance,
@@ -39,6 +41,7 @@ from ingest_core.ops.sweep import SweepReport, sweep
 __all__ = [
     "SHA256",
     "Advance",
+    "CleanupReport",
     "Progress",
     "ReleaseReport",
     "ReplayReport",
@@ -47,6 +50,7 @@ __all__ = [
     "ShownFile",
     "SweepReport",
     "Via",
+    "cleanup",
     "list_files",
     "no_progress",
     "open_runner",
