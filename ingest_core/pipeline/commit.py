@@ -1,0 +1,260 @@
+"""Stage 4: commit claimed files to the table, guarded, retried on a lost race.
+
+The guard settles files whose content is in the table already (their
+transaction id is in the snapshot, or, for a takeover after the ids expired,
+their lineage rows); the others are written from that very snapshot by one of
+`ingest_core.delta.writers`. A commit that loses a race is retried on a fresh
+snapshot; a batch that keeps failing is split, so one bad file cannot block
+the others. Not thread-safe: the event path serialises its use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ingest_core.config import IngestConfig
+from ingest_core.errors import ConfigurationError, IngestError
+from ingest_core.pipeline.lease import LeaseKeeper
+from ingest_core.pipeline.read import Reader
+from ingest_core.pipeline.settle import Settler
+from ingest_core.pipeline.work import Work
+from ingest_core.results import IngestResult
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from ingest_core.delta import DeltaTarget
+
+COMMIT_ATTEMPTS = 3
+"""Commits retried after a concurrent-commit conflict before the batch is split."""
+
+
+class Committer:
+    """Commits one table's claimed files: the guard, the writers, retries and splits."""
+
+    def __init__(
+        self, config: IngestConfig, reader: Reader, settler: Settler, keeper: LeaseKeeper
+    ) -> None:
+        self.config = config
+        self._reader = reader
+        self._settler = settler
+        self._keeper = keeper
+        self._target: DeltaTarget | None = None
+        self.lock = threading.Lock()
+        """Held by concurrent callers (the event path): one file at a time goes through here."""
+
+    @property
+    def _merging(self) -> bool:
+        return self.config.mode == "merge"
+
+    @property
+    def target(self) -> DeltaTarget:
+        """The Delta table, its snapshot reused across commits (deltalake imported here)."""
+        if self._target is None:
+            from ingest_core.delta import DeltaTarget, TableRef
+            from ingest_core.delta.target import table_properties
+
+            ref = TableRef.of(self.config.table_uri, self.config.storage)
+            properties = table_properties(
+                lineage=self.config.lineage, txn_retention=self.config.txn_retention
+            )
+            self._target = DeltaTarget(ref, self.config.partition_by, properties)
+        return self._target
+
+    def commit_batch(self, batch: list[Work]) -> Iterator[IngestResult]:
+        """Commit buffered files together; split the batch if the commit keeps failing."""
+        if not batch:
+            return
+        last_error: Exception | None = None
+        for _ in range(COMMIT_ATTEMPTS):
+            batch, results = self.guard(batch)
+            yield from results
+            if not batch:
+                return
+            try:
+                yield from self._write_batch(batch)
+                return
+            except Exception as exc:
+                last_error = exc
+                if not self._retry_commit(exc):
+                    break
+        batch, results = self.guard(batch)
+        yield from results
+        if len(batch) > 1:
+            for work in batch:
+                yield from self.commit_batch([work])
+            return
+        for work in batch:
+            yield self.failed(work, last_error or RuntimeError("commit failed"))
+
+    def commit_stream(self, work: Work) -> Iterator[IngestResult]:
+        """Stream one large file into its own commit."""
+        last_error: Exception | None = None
+        for _ in range(COMMIT_ATTEMPTS):
+            remaining, results = self.guard([work])
+            if not remaining:
+                yield from results
+                return
+            try:
+                yield self._write_stream(work)
+                return
+            except IngestError as exc:
+                last_error = exc
+                break
+            except Exception as exc:
+                last_error = exc
+                if not self._retry_commit(exc):
+                    break
+        remaining, results = self.guard([work])
+        yield from results
+        if remaining:
+            yield self.failed(work, last_error or RuntimeError("commit failed"))
+
+    def guard(self, works: list[Work]) -> tuple[list[Work], list[IngestResult]]:
+        """Renew leases and settle files whose content is in the table already.
+
+        Returns the files still to write (checked on the snapshot they must be
+        written from) and the results of the others.
+        """
+        results = []
+        lost = self._keeper.renew_now([w.sha256 for w in works])
+        target = self.target
+        try:
+            snapshot = target.snapshot()
+        except ConfigurationError as exc:  # no such table: give the claims back, then stop
+            for work in works:
+                if work.sha256 not in lost:
+                    self._settler.give_back(work, str(exc))
+            raise
+        remaining = []
+        for work in works:
+            if work.sha256 in lost:
+                results.append(self._settler.lost(work))
+            elif target.has_landed(snapshot, work.sha256):
+                assert snapshot is not None
+                landing = target.locate(snapshot, work.sha256)
+                results.append(self._settler.ingested(work, landing.version, landing.rows))
+            elif (rows := self.rows_by_lineage(work, snapshot)) is not None:
+                assert snapshot is not None
+                version = target.locate(snapshot, work.sha256).version  # while the log has it
+                results.append(self._settler.ingested(work, version, rows))
+            else:
+                remaining.append(work)
+        return remaining, results
+
+    def rows_by_lineage(self, work: Work, snapshot: DeltaTable | None) -> int | None:
+        """The rows of a file taken over after its transaction id may have expired, if any.
+
+        A takeover (attempt 2 or later) of a row first claimed longer ago than
+        the table keeps transaction ids: an earlier attempt may have committed,
+        and only the lineage column can still tell.
+        """
+        from ingest_core.delta import lineage
+
+        created = work.record.created_at
+        if snapshot is None or work.record.attempt < 2 or created is None:
+            return None
+        if not lineage.may_have_expired(snapshot, created.timestamp()):
+            return None
+        rows = lineage.rows_of(snapshot, work.sha256)
+        return rows or None
+
+    def _write_batch(self, batch: list[Work]) -> Iterator[IngestResult]:
+        """Conform the batch's files and append them in one commit.
+
+        A file the table refuses is settled and taken out of `batch`, so a retry
+        of the commit writes only the others.
+        """
+        from ingest_core.delta import DeltaTarget, FileEntry
+        from ingest_core.delta.writers import BatchAppend
+
+        snapshot = self.target.current()  # the snapshot _guard checked the ids on
+        stored = DeltaTarget.schema(snapshot)
+        conformed = self._reader.conform(batch, stored)
+        for work, exc in conformed.refused:
+            batch.remove(work)
+            yield self._settler.error(work, exc)
+        if not conformed.ready:
+            return
+        assert conformed.schema is not None
+        if self._merging:
+            yield self._write_merge(snapshot, stored, conformed.schema, *conformed.ready[0])
+            return
+        writer = BatchAppend(
+            conformed.schema, merge_schema=stored is None or len(conformed.schema) > len(stored)
+        )
+        entries = [(FileEntry(w.sha256, w.file.uri, t.num_rows), t) for w, t in conformed.ready]
+        version = writer.write(self.target, snapshot, entries)
+        for work, table in conformed.ready:
+            yield self._settler.ingested(work, version, table.num_rows)
+
+    def _write_merge(
+        self, snapshot: Any, stored: pa.Schema | None, schema: pa.Schema, work: Work,
+        table: pa.Table,
+    ) -> IngestResult:
+        """Upsert one file's rows on the merge keys, in one commit carrying its id."""
+        from ingest_core.delta import FileEntry
+        from ingest_core.delta.writers import MergeUpsert
+
+        config = self.config
+        writer = MergeUpsert(
+            config.merge_keys, config.merge_sequence, config.merge_delete_when,
+            merge_schema=stored is not None and len(schema) > len(stored),
+        )
+        entry = FileEntry(work.sha256, work.file.uri, table.num_rows)
+        version = writer.write(self.target, snapshot, entry, table)
+        return self._settler.ingested(work, version, table.num_rows)
+
+    def _write_stream(self, work: Work) -> IngestResult:
+        """Commit one large file: copied as it is where nothing rewrites it, else streamed."""
+        from ingest_core.delta import DeltaTarget, FileEntry
+        from ingest_core.delta.writers import CopyAsIs, RowCount, StreamAppend
+
+        target = self.target
+        snapshot = target.current()  # the snapshot _guard checked the ids on
+        with self._reader.open(work) as opened:
+            source = self._reader.as_is(work, opened)
+            if source is not None and CopyAsIs.fits(target, snapshot, opened.schema):
+                rows = opened.count_rows()  # every row decoded: a corrupt page is refused
+                version = CopyAsIs(opened.schema).write(
+                    target, snapshot, FileEntry(work.sha256, work.file.uri, rows), source,
+                    verify=lambda: self._reader.verify(work),
+                )
+                return self._settler.ingested(work, version, rows)
+            stored = DeltaTarget.schema(snapshot)
+            stream = self._reader.stream(work, opened, stored)
+            counted = RowCount()
+            writer = StreamAppend(
+                stream.schema, merge_schema=stored is None or len(stream.schema) > len(stored)
+            )
+            version = writer.write(
+                target, snapshot, FileEntry(work.sha256, work.file.uri, None),
+                counted.counting(stream.batches), counted,
+            )
+        return self._settler.ingested(work, version, counted.value)
+
+    def settle_found(self, work: Work, version: int | None, rows: int | None) -> IngestResult:
+        """Settle a file found in the table (its version and rows looked up when not known)."""
+        if rows is None:
+            snapshot = self.target.snapshot()
+            if snapshot is not None:
+                landing = self.target.locate(snapshot, work.sha256)
+                version, rows = landing.version, landing.rows
+        return self._settler.ingested(work, version, rows)
+
+    def _retry_commit(self, exc: Exception) -> bool:
+        """Drop the snapshot after a failed write; True when the failure was a lost race."""
+        from ingest_core.delta.errors import is_commit_conflict
+
+        self.target.forget()
+        return is_commit_conflict(exc)
+
+    def failed(self, work: Work, exc: Exception) -> IngestResult:
+        """Settle a file whose write failed (a delta-rs schema refusal is not retried)."""
+        from ingest_core.delta.errors import is_schema_error
+
+        retryable = False if not isinstance(exc, IngestError) and is_schema_error(exc) else None
+        return self._settler.error(work, exc, retryable=retryable)
