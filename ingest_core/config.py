@@ -11,6 +11,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from ingest_core.errors import ConfigurationError
+from ingest_core.read_options import ReadOptions, split_nulls
 
 SchemaMode = Literal["merge", "strict"]
 
@@ -66,6 +67,8 @@ class IngestConfig:
     """The Event Grid topic `ingest replay --via eventgrid` publishes to."""
     eventgrid_key: str | None = field(default=None, repr=False)
     """That topic's access key; None: Microsoft Entra identity (DefaultAzureCredential)."""
+    read: ReadOptions = field(default_factory=ReadOptions)
+    """CSV dialect, encoding, schema hints, bad rows, column names, time zone."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -144,7 +147,11 @@ def from_env(
     INGEST_BATCH_FILES, INGEST_BATCH_SECONDS, INGEST_WORKERS, INGEST_LANDING_PATH,
     INGEST_LANDING_CONTAINERS (comma-separated), INGEST_ROUTES (a routes file's
     path or its TOML text; with it no table is required),
-    INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY.
+    INGEST_EVENTGRID_TOPIC_ENDPOINT, INGEST_EVENTGRID_KEY; and for `read`:
+    INGEST_CSV_DELIMITER, INGEST_CSV_QUOTE, INGEST_CSV_ESCAPE, INGEST_CSV_NULL
+    (comma-separated), INGEST_CSV_NO_HEADER, INGEST_CSV_DECIMAL, INGEST_ENCODING,
+    INGEST_SCHEMA_HINTS, INGEST_BAD_ROWS, INGEST_BAD_ROWS_TABLE,
+    INGEST_NORMALIZE_NAMES, INGEST_TIMEZONE (a `read` override replaces them all).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -181,9 +188,28 @@ def from_env(
         connection_string=env.get("INGEST_STORAGE_CONNECTION") or None,
         account_name=env.get("INGEST_STORAGE_ACCOUNT") or None,
     )
+    values["read"] = read_options_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not values.get("table_uri"):
         if require_table and not values.get("routes"):
             raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
         values["table_uri"] = ""
     return IngestConfig(**values)
+
+
+def read_options_from_env(env: Mapping[str, str]) -> ReadOptions:
+    """The `ReadOptions` the INGEST_CSV_* and related variables set (see `from_env`)."""
+    read: dict[str, Any] = {}
+    for key in ("csv_delimiter", "csv_quote", "csv_escape", "csv_decimal", "encoding",
+                "schema_hints", "bad_rows", "bad_rows_table", "timezone"):
+        value = env.get("INGEST_" + key.upper())
+        if value:
+            # a tab is hard to pass through app settings: `\t` and `tab` stand for it
+            read[key] = "\t" if value in ("\\t", "tab") else value
+    if "INGEST_CSV_NULL" in env:
+        read["csv_nulls"] = split_nulls(env["INGEST_CSV_NULL"])
+    for key, name in (("csv_no_header", "INGEST_CSV_NO_HEADER"),
+                      ("normalize_names", "INGEST_NORMALIZE_NAMES")):
+        if env.get(name):
+            read[key] = _flag(env[name], name)
+    return ReadOptions(**read)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ingest_core.delta import DeltaTarget, TableRef
+    from ingest_core.delta.bad_rows import BadRowsTable
     from ingest_core.delta.group_commit import GroupCommit, Intent
 
 COMMIT_ATTEMPTS = 3
@@ -102,6 +103,14 @@ class IdempotentIngestor:
             self.ledger, self.table_key, self.owner, config, self._keeper, self._settler
         )
         self._reader = Reader(config, self._sources)
+        self._bad_rows: BadRowsTable | None = None
+        if config.read.rescue:
+            from ingest_core.delta.bad_rows import bad_rows_uri
+
+            self.bad_rows_uri: str | None = bad_rows_uri(config.table_uri,
+                                                         config.read.bad_rows_table)
+        else:
+            self.bad_rows_uri = None
         self._delta: DeltaTarget | None = None
         self._group: GroupCommit | None = None
         self._direct = threading.Lock()
@@ -331,6 +340,10 @@ class IdempotentIngestor:
         for work, exc in conformed.refused:
             batch.remove(work)
             yield self._settler.error(work, exc)
+        self._keep_bad_rows([w for w, _ in conformed.ready] + conformed.empty)
+        for work in conformed.empty:  # no rows: nothing to commit, no columns to add
+            batch.remove(work)
+            yield self._settler.ingested(work, None, 0)
         if not conformed.ready:
             return
         assert conformed.schema is not None
@@ -359,7 +372,8 @@ class IdempotentIngestor:
                 )
                 return self._settler.ingested(work, version, rows)
             stored = DeltaTarget.schema(snapshot)
-            stream = self._reader.stream(work, opened, stored)
+            stream = self._reader.stream(work, opened, stored,
+                                         finish=lambda: self._keep_bad_rows([work]))
             counted = RowCount()
             writer = StreamAppend(
                 stream.schema, merge_schema=stored is None or len(stream.schema) > len(stored)
@@ -437,6 +451,9 @@ class IdempotentIngestor:
         conformed = self._reader.conform([work], stored)
         if conformed.refused:
             return self._settler.error(work, conformed.refused[0][1])
+        self._keep_bad_rows([work])
+        if conformed.empty:
+            return self._settler.ingested(work, None, 0)
         table = conformed.ready[0][1]
         if delta_schema(table.schema) != stored:
             return self._ingest_alone(work)  # new columns: a commit of its own changes the schema
@@ -478,6 +495,18 @@ class IdempotentIngestor:
                     landing = self.target.locate(snapshot, work.sha256)
                     version, rows = landing.version, landing.rows
         return self._settler.ingested(work, version, rows)
+
+    def _keep_bad_rows(self, works: list[Work]) -> None:
+        """Commit each file's unparseable rows to the bad-rows table, before its own rows."""
+        for work in works:
+            if not work.bad_rows:
+                continue
+            if self._bad_rows is None:
+                from ingest_core.delta.bad_rows import BadRowsTable
+
+                assert self.bad_rows_uri is not None
+                self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
+            self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows)
 
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""

@@ -7,7 +7,7 @@ the second path is recorded as a sighting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig
@@ -20,6 +20,7 @@ from ingest_core.sources import LocalCopy, SourceFile
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from ingest_core.formats import BadRow
     from ingest_core.pipeline.settle import Settler
     from ingest_core.results import IngestResult
 
@@ -35,6 +36,10 @@ class Work:
     started: float
     data: pa.Table | None = None
     """The rows of a file read whole (`Reader.read_whole`), before captures and lineage."""
+    rescued_rows: int | None = None
+    """Rows holding values kept in `_rescued_data` (set once the rows are read)."""
+    bad_rows: list[BadRow] = field(default_factory=list)
+    """Rows that did not parse, bound for the bad-rows table (under rescue)."""
 
     @property
     def sha256(self) -> str:
