@@ -8,6 +8,7 @@ import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_summary, progress
+from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
@@ -38,6 +39,7 @@ from ingest_core.results import RunStats
               help="Small files per Delta commit (default 500).")
 @click.option("--batch-seconds", type=click.FloatRange(min=0),
               help="Commit a batch once its first file has waited this long (default 10).")
+@read_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     sources: tuple[str, ...],
@@ -53,6 +55,7 @@ def run(
     batch_files: int | None,
     batch_seconds: float | None,
     as_json: bool,
+    read_flags: dict[str, object],
 ) -> int:
     """Ingest every file under each SOURCE (a file or folder, recursive) into --table.
 
@@ -76,6 +79,7 @@ def run(
         batch_files=batch_files,
         batch_seconds=batch_seconds,
     )
+    config = with_read_flags(config, read_flags)
     if config.routes and not table_uri:  # a --table flag wins over INGEST_ROUTES, not the variable
         config = config.replace(table_uri="")
     stats = ingest_sources(config, list(sources), show_progress=not as_json)
