@@ -156,14 +156,24 @@ class OpenedFile:
         held = [d for d in (";", "\t", "|", ",") if d in line and d != delimiter]
         if delimiter in line or not held:
             return
-        shown = "tab" if held[0] == "\t" else held[0]
+        shown = "a tab" if held[0] == "\t" else repr(held[0])
         flag = "'\\t'" if held[0] == "\t" else repr(held[0])
         raise CorruptFileError(
-            f"{self.name}: the header parses as one column {line[:80]!r} holding {shown!r}: "
-            f"the file is delimited by {shown}, not {delimiter!r}; set the delimiter "
+            f"{self.name}: the header parses as one column {line[:80]!r} holding {shown}: "
+            f"the file looks delimited by {shown}, not {delimiter!r}; set the delimiter "
             f"(--csv-delimiter {flag}, INGEST_CSV_DELIMITER or route key csv_delimiter) and "
             "retry it"
         )
+
+    def _refuse_utf16(self, head: bytes) -> None:
+        """UTF-16 read as UTF-8 parses as NUL-riddled text: say which option reads it."""
+        if codecs.lookup(self.options.encoding).name != "utf-8":
+            return
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head[:4096]:
+            raise CorruptFileError(
+                f"{self.name}: the text looks UTF-16 (a byte-order mark or NUL bytes), read as "
+                "UTF-8; pass --encoding utf-16 (INGEST_ENCODING, route key encoding)"
+            )
 
     def _typed_schema(self, fmt: str) -> pa.Schema:
         """The schema `batches` yields: hinted types, checked or normalised names, rescue column."""
@@ -209,6 +219,10 @@ class OpenedFile:
         stream = open_text()
         head = _read_head(stream, _INFER_BYTES)
         stream.close()
+        self._refuse_utf16(head)
+        if not head.strip():
+            schema = pa.schema([])  # an empty JSON array, or every line bad: no rows
+            return pa.RecordBatchReader.from_batches(schema, [])
         whole = len(head) < _INFER_BYTES
         if fmt == "jsonl":
             return self._open_json(open_text, head, whole)

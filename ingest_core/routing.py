@@ -499,7 +499,7 @@ def _check_read(
             try:
                 ReadOptions(**{field: value})
             except ConfigurationError as exc:
-                problem(key, str(exc))
+                problem(key, f"{key}: {exc}")
                 continue
         read.append((field, value))
     return tuple(read)

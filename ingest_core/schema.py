@@ -262,7 +262,8 @@ class Lineage:
             *(pa.DictionaryArray.from_arrays(zeros, values) for values in self._values),
             self._times.slice(0, n),
         ]
-        return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *LINEAGE_COLUMNS])
+        # by schema, not names: a column's metadata (its original name) stays with it
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema(batch.schema))
 
     @staticmethod
     def schema(schema: pa.Schema) -> pa.Schema:
