@@ -432,3 +432,15 @@ def test_route_keys_set_the_read_options_per_feed(tmp_path: Path, landing: Path)
     assert checked.returncode != 0
     for key in ("csv_delimiter", "bad_rows", "csv_null"):
         assert key in checked.stdout + checked.stderr
+
+
+def test_show_counts_a_files_rescued_and_bad_rows(landing: Path, table_uri: str):
+    write_text(landing / "messy.csv", MESSY)
+    _ingest(landing, table_uri, csv_delimiter=";", schema_hints="amount BIGINT",
+            bad_rows="rescue")
+    shown = run_cli("show", str(landing / "messy.csv"), "--table", table_uri, "--json")
+    assert shown.returncode == 0, shown.stderr
+    delta = json.loads(shown.stdout)["files"][0]["delta"]
+    assert (delta["rescued_rows"], delta["bad_rows"]) == (1, 1)
+    human = run_cli("show", str(landing / "messy.csv"), "--table", table_uri)
+    assert "delta.rescued_rows" in human.stdout and "delta.bad_rows" in human.stdout
