@@ -22,8 +22,8 @@ class ShownFile:
     """`checked` (table reachable), `in_log` (its transaction id is), `table_version`,
     `version` and `rows` (where it landed), `agrees` (ledger and log say the same),
     `error` (why the table could not be read), `rescued_rows` (its rows holding
-    `_rescued_data`) and `bad_rows` (its rows in the bad-rows table; None when
-    that table is not known)."""
+    `_rescued_data`, when the table has that column) and `bad_rows` (its rows in
+    the bad-rows table, when there is one)."""
 
     @property
     def paths(self) -> list[str]:
@@ -125,25 +125,28 @@ def _delta_check(
 
 def _kept_rows(
     table: Any, row: FileRecord, storage: StorageConfig, bad_rows_table: str | None
-) -> dict[str, int | None]:
+) -> dict[str, int]:
     """How many of the file's rows hold rescued values, and how many went to the bad-rows table.
 
     Read from the tables themselves (filtered by `_ingest_sha256`): the ledger
-    does not keep them.
+    does not keep them. Each is left out when its table or column does not exist.
     """
     from ingest_core.delta import TableRef
     from ingest_core.delta.bad_rows import bad_rows_uri
     from ingest_core.read_options import RESCUED_COLUMN
 
-    kept: dict[str, int | None] = {"rescued_rows": None, "bad_rows": None}
-    if table is not None:
-        kept["rescued_rows"] = _count(table, row.sha256, RESCUED_COLUMN)
+    kept: dict[str, int] = {}
+    rescued = _count(table, row.sha256, RESCUED_COLUMN) if table is not None else None
+    if rescued is not None:
+        kept["rescued_rows"] = rescued
     try:
         uri = bad_rows_uri(row.table, bad_rows_table)
     except ConfigurationError:
         return kept
     bad = TableRef.of(uri, storage).load()
-    kept["bad_rows"] = 0 if bad is None else _count(bad, row.sha256, None)
+    counted = _count(bad, row.sha256, None) if bad is not None else None
+    if counted is not None:
+        kept["bad_rows"] = counted
     return kept
 
 
