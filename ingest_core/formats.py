@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
@@ -197,6 +198,8 @@ class OpenedFile:
     def _open(self, path: Path, fmt: str, compressed: bool) -> pa.RecordBatchReader:
         self._declared: dict[str, pa.DataType] = {}
         """Columns read as text and cast to these types by `batches` (hints, rescue)."""
+        self._json_text: dict[str, pa.DataType | None] = {}
+        """JSON keys whose numbers and booleans were written as text (rescue), and their types."""
         if fmt == "parquet":
             if compressed:
                 path = self._gunzip(path)
@@ -231,14 +234,19 @@ class OpenedFile:
     def _open_json(
         self, open_text: Callable[[], pa.NativeFile], head: bytes, whole: bool
     ) -> pa.RecordBatchReader:
+        written = {k: t for k, t in self._json_text.items() if t is not None}
+        self._declared = written
+        as_text = pa.schema([(k, pa.string()) for k in written]) if written else None
         if whole:
-            table = _parse_json(head)
+            table = _parse_json(head, as_text)
             return pa.RecordBatchReader.from_batches(table.schema, table.to_batches())
-        schema = _infer(lambda data: _parse_json(data), head)
+        schema = _infer(lambda data: _parse_json(data, as_text), head)
         return pa_json.open_json(
             open_text(),
             read_options=pa_json.ReadOptions(block_size=_TEXT_BLOCK_BYTES),
-            parse_options=pa_json.ParseOptions(explicit_schema=schema),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=schema if schema is not None else as_text
+            ),
         )
 
     def _open_csv(
@@ -333,25 +341,37 @@ class OpenedFile:
     def _json_lines(self, open_text: Callable[[], pa.NativeFile], *, is_array: bool) -> Path:
         """The file's objects as JSON lines in a temp file (an array streamed object by object).
 
-        Under rescue, lines that are not JSON objects go to `bad_rows`.
+        Under rescue, lines that are not JSON objects go to `bad_rows`, and
+        numbers and booleans are written as text, typed by `batches` (one that
+        does not fit its column's type is then rescued, not a parse error).
         """
+        kinds: dict[str, set[str]] = {}
         with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False,
                                          encoding="utf-8") as out:
             self._tmp.append(Path(out.name))
+
+            def emit(value: dict[str, Any]) -> None:
+                if self.options.rescue:
+                    value = _scalars_as_text(value, kinds)
+                out.write(json.dumps(value, ensure_ascii=False) + "\n")
+
             stream = open_text()
             try:
                 chunks = _text_chunks(stream)
                 if is_array:
-                    _array_to_lines(chunks, out, self.name)
+                    _array_to_lines(chunks, emit, self.name)
                 else:
-                    self._check_lines(chunks, out.write)
+                    self._check_lines(chunks, emit)
             finally:
                 stream.close()
         if self._too_many_bad:
             raise self._too_many_error()
+        self._json_text = {name: _kind_type(seen) for name, seen in kinds.items()}
         return Path(out.name)
 
-    def _check_lines(self, chunks: Iterator[str], write: Callable[[str], object]) -> None:
+    def _check_lines(
+        self, chunks: Iterator[str], emit: Callable[[dict[str, Any]], None]
+    ) -> None:
         number = 0
         for lines in _lines_of(chunks):
             for line in lines:
@@ -365,7 +385,7 @@ class OpenedFile:
                     reason = f"not JSON: {exc}"
                 else:
                     if isinstance(value, dict):
-                        write(text + "\n")
+                        emit(value)
                         continue
                     reason = f"a JSON {type(value).__name__}, not an object"
                 if not self._keep_bad(BadRow(number, line, reason)):
@@ -502,9 +522,40 @@ def _lines_of(chunks: Iterator[str]) -> Iterator[list[str]]:
         yield [rest]
 
 
-def _array_to_lines(chunks: Iterator[str], out: object, name: str) -> None:
-    """Write the objects of one JSON array as JSON lines, holding one object at a time."""
-    write = out.write  # type: ignore[attr-defined]
+def _scalars_as_text(value: dict[str, Any], kinds: dict[str, set[str]]) -> dict[str, Any]:
+    """`value` with numbers and booleans as their JSON text; the kinds seen noted per key."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, bool | int | float):
+            kind = "bool" if isinstance(item, bool) else type(item).__name__
+            kinds.setdefault(key, set()).add(kind)
+            # 30.0 fits an integer column as the number 30 does (a safe cast), so as text too
+            integral = isinstance(item, float) and item.is_integer() and abs(item) < 2**63
+            out[key] = json.dumps(int(item) if integral else item)
+        else:
+            if isinstance(item, str):
+                kinds.setdefault(key, set()).add("str")
+            out[key] = item
+    return out
+
+
+def _kind_type(kinds: set[str]) -> pa.DataType | None:
+    """The type of a JSON key from the kinds of its values; None: strings only (Arrow infers)."""
+    if kinds == {"str"}:
+        return None
+    if kinds == {"int"}:
+        return pa.int64()
+    if kinds <= {"int", "float"}:
+        return pa.float64()
+    if kinds == {"bool"}:
+        return pa.bool_()
+    return pa.string()
+
+
+def _array_to_lines(
+    chunks: Iterator[str], emit: Callable[[dict[str, Any]], None], name: str
+) -> None:
+    """Emit the objects of one JSON array, holding one object at a time."""
     decoder = json.JSONDecoder()
     buffer = ""
     pos = 0
@@ -553,7 +604,7 @@ def _array_to_lines(chunks: Iterator[str], out: object, name: str) -> None:
                 f"{name}: element {index} of the JSON array is a {type(value).__name__}, not an "
                 "object; only arrays of objects are read as rows"
             )
-        write(json.dumps(value, ensure_ascii=False) + "\n")
+        emit(value)
         index += 1
         pos = end
         char = skip_space()
@@ -583,10 +634,12 @@ def _read_head(stream: pa.NativeFile, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _parse_json(data: bytes) -> pa.Table:
-    """Parse a whole JSON-lines buffer."""
+def _parse_json(data: bytes, as_text: pa.Schema | None = None) -> pa.Table:
+    """Parse a whole JSON-lines buffer (the columns of `as_text` as strings)."""
     reader = pa.BufferReader(pa.py_buffer(data))
-    return pa_json.read_json(reader, read_options=pa_json.ReadOptions(block_size=len(data) + 1))
+    parse = pa_json.ParseOptions(explicit_schema=as_text, unexpected_field_behavior="infer")
+    return pa_json.read_json(reader, read_options=pa_json.ReadOptions(block_size=len(data) + 1),
+                             parse_options=parse)
 
 
 def _infer(parse: Callable[[bytes], pa.Table], head: bytes) -> pa.Schema | None:

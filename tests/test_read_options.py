@@ -444,3 +444,30 @@ def test_show_counts_a_files_rescued_and_bad_rows(landing: Path, table_uri: str)
     assert (delta["rescued_rows"], delta["bad_rows"]) == (1, 1)
     human = run_cli("show", str(landing / "messy.csv"), "--table", table_uri)
     assert "delta.rescued_rows" in human.stdout and "delta.bad_rows" in human.stdout
+
+
+def test_rescue_keeps_json_values_of_the_wrong_type(landing: Path, table_uri: str):
+    write_text(landing / "a.jsonl", '{"id": 1, "amount": 10, "ok": true, "tags": [1]}\n')
+    _ingest(landing, table_uri)
+    rows = [{"id": 2, "amount": "lots", "ok": "yes", "tags": [2]},
+            {"id": 3, "amount": 30.0, "ok": False, "tags": []}]
+    (landing / "b.json").write_text(json.dumps(rows))
+    stats = _ingest(landing, table_uri, bad_rows="rescue")
+    result = _by_name(stats)["b.json"]
+    assert result.status == "ingested", result.error
+    assert (result.rows, result.rescued_rows, result.bad_rows) == (2, 1, 0)
+    schema = pa.schema(DeltaTable(table_uri).schema().to_arrow())
+    assert schema.field("amount").type == pa.int64() and schema.field("ok").type == pa.bool_()
+    got = {r["id"]: r for r in _rows(table_uri, "id", "amount", "ok", "tags", "_rescued_data")}
+    assert (got[2]["amount"], got[2]["ok"]) == (None, None)
+    assert json.loads(got[2]["_rescued_data"]) == {"amount": "lots", "ok": "yes"}
+    assert (got[3]["amount"], got[3]["ok"], got[3]["_rescued_data"]) == (30, False, None)
+    assert got[2]["tags"] == [2]
+
+
+def test_rescue_types_json_numbers_from_every_value(landing: Path, table_uri: str):
+    write_text(landing / "a.jsonl", '{"id": 1, "x": 1.5}\n{"id": 2, "x": 2}\n')
+    stats = _ingest(landing, table_uri, bad_rows="rescue")
+    assert stats.ingested == 1, [r.error for r in stats.files]
+    schema = pa.schema(DeltaTable(table_uri).schema().to_arrow())
+    assert schema.field("id").type == pa.int64() and schema.field("x").type == pa.float64()
