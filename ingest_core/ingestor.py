@@ -104,6 +104,8 @@ class IdempotentIngestor:
         )
         self._reader = Reader(config, self._sources)
         self._bad_rows: BadRowsTable | None = None
+        self._bad_rows_lock = threading.Lock()
+        """Held while bad rows are committed (`ingest_one` runs on many threads)."""
         if config.read.rescue:
             from ingest_core.delta.bad_rows import bad_rows_uri
 
@@ -372,8 +374,9 @@ class IdempotentIngestor:
                 )
                 return self._settler.ingested(work, version, rows)
             stored = DeltaTarget.schema(snapshot)
-            stream = self._reader.stream(work, opened, stored,
-                                         finish=lambda: self._keep_bad_rows([work]))
+            stream = self._reader.stream(
+                work, opened, stored, finish=lambda: _own_thread(self._keep_bad_rows, [work])
+            )
             counted = RowCount()
             writer = StreamAppend(
                 stream.schema, merge_schema=stored is None or len(stream.schema) > len(stored)
@@ -501,12 +504,13 @@ class IdempotentIngestor:
         for work in works:
             if not work.bad_rows:
                 continue
-            if self._bad_rows is None:
-                from ingest_core.delta.bad_rows import BadRowsTable
+            with self._bad_rows_lock:
+                if self._bad_rows is None:
+                    from ingest_core.delta.bad_rows import BadRowsTable
 
-                assert self.bad_rows_uri is not None
-                self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
-            self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows)
+                    assert self.bad_rows_uri is not None
+                    self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
+                self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows)
 
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""
@@ -520,3 +524,24 @@ class IdempotentIngestor:
 
         retryable = False if not isinstance(exc, IngestError) and is_schema_error(exc) else None
         return self._settler.error(work, exc, retryable=retryable)
+
+
+def _own_thread(function: Callable[..., None], *args: Any) -> None:
+    """Call `function` on a thread of its own and wait for it, re-raising what it raised.
+
+    A stream delta-rs writes is pulled from inside its tokio runtime, where a
+    call into deltalake panics ("Cannot start a runtime from within a runtime").
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            function(*args)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="ingest-off-runtime")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

@@ -323,7 +323,11 @@ def test_invalid_json_lines_go_to_the_bad_rows_table(landing: Path, table_uri: s
     assert "not JSON" in bad[0]["reason"] and "not an object" in bad[1]["reason"]
 
 
-def test_large_csv_streams_with_rescue(landing: Path, table_uri: str):
+@pytest.mark.parametrize("existing", [False, True], ids=["new table", "schema grows"])
+def test_large_csv_streams_with_rescue(landing: Path, table_uri: str, existing: bool):
+    if existing:  # then _rescued_data is a new column: delta-rs writes the stream
+        write_text(landing.parent / "seed" / "seed.csv", "id,amount,name\n-1,-1,seed\n")
+        _ingest(landing.parent / "seed", table_uri)
     lines = ["id,amount,name"]
     for i in range(600_000):
         if i in (5, 400_000):
@@ -341,8 +345,8 @@ def test_large_csv_streams_with_rescue(landing: Path, table_uri: str):
     assert result.status == "ingested", result.error
     assert (result.rows, result.rescued_rows, result.bad_rows) == (599_999, 2, 1)
     table = read_table(table_uri)
-    assert table.num_rows == 599_999
-    assert table.column("_rescued_data").null_count == 599_997
+    assert table.num_rows == 599_999 + existing
+    assert table.column("_rescued_data").null_count == 599_997 + existing
     [bad] = read_table(table_uri + "_bad_rows").to_pylist()
     assert bad["line"] == 500_002 and bad["raw"] == "500000,1,2,3"
 
@@ -471,3 +475,16 @@ def test_rescue_types_json_numbers_from_every_value(landing: Path, table_uri: st
     assert stats.ingested == 1, [r.error for r in stats.files]
     schema = pa.schema(DeltaTable(table_uri).schema().to_arrow())
     assert schema.field("id").type == pa.int64() and schema.field("x").type == pa.float64()
+
+
+def test_empty_and_null_texts_in_hinted_or_rescued_columns_are_nulls(
+    landing: Path, table_uri: str
+):
+    write_text(landing / "a.csv", "id,amount,note\n1,,\n2,NULL,x\n3,7,\n")
+    stats = _ingest(landing, table_uri, schema_hints="amount BIGINT", bad_rows="rescue")
+    assert stats.ingested == 1 and stats.files[0].rescued_rows == 0, stats.files[0].error
+    assert _rows(table_uri, "id", "amount", "note") == [
+        {"id": 1, "amount": None, "note": ""},
+        {"id": 2, "amount": None, "note": "x"},
+        {"id": 3, "amount": 7, "note": ""},
+    ]
