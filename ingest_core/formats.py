@@ -198,6 +198,8 @@ class OpenedFile:
     def _open(self, path: Path, fmt: str, compressed: bool) -> pa.RecordBatchReader:
         self._declared: dict[str, pa.DataType] = {}
         """Columns read as text and cast to these types by `batches` (hints, rescue)."""
+        self._nulls: tuple[str, ...] = ()
+        """Texts that are null in columns read as text and typed later (a CSV's null values)."""
         self._json_text: dict[str, pa.DataType | None] = {}
         """JSON keys whose numbers and booleans were written as text (rescue), and their types."""
         if fmt == "parquet":
@@ -255,6 +257,8 @@ class OpenedFile:
         options = self.options
         if not options.csv_no_header:
             self._refuse_one_column(head)
+        nulls = options.csv_nulls
+        self._nulls = tuple(pa_csv.ConvertOptions().null_values if nulls is None else nulls)
         hints = dict(options.hints)
         text_columns = {n: pa.string() for n in hints}
 
@@ -302,7 +306,8 @@ class OpenedFile:
         convert = pa_csv.ConvertOptions(
             column_types=text_columns,
             decimal_point=options.csv_decimal,
-            strings_can_be_null=True,
+            # null values given: null in text columns too (Arrow's defaults spare them)
+            strings_can_be_null=options.csv_nulls is not None,
             **({"null_values": list(options.csv_nulls)} if options.csv_nulls is not None
                else {}),
         )
@@ -408,7 +413,7 @@ class OpenedFile:
     def rules(self) -> CastRules:
         """How text values are cast to their column's type."""
         return CastRules(rescue=self.options.rescue, timezone=self.options.timezone,
-                         decimal=self.options.csv_decimal)
+                         decimal=self.options.csv_decimal, nulls=self._nulls)
 
     def batches(self) -> Iterator[pa.RecordBatch]:
         """The batches, one at a time, as `schema`; a parse error raises CorruptFileError."""

@@ -30,12 +30,14 @@ class CastRules:
     `_rescued_data` (when the target has that column), instead of refusing the
     file. `timezone`: the zone naive timestamps are in when they go into a
     time-zone-aware column; None refuses them (no silent UTC). `decimal`: the
-    decimal separator of numbers held as text.
+    decimal separator of numbers held as text. `nulls`: texts that are null
+    when cast to a type other than text (a CSV's null values).
     """
 
     rescue: bool = False
     timezone: str | None = None
     decimal: str = "."
+    nulls: tuple[str, ...] = ()
 
 _TEXT = pa.string()
 
@@ -157,6 +159,9 @@ def _cast(
         )
 
     to = field.type
+    if rules.nulls and pa.types.is_string(column.type) and not pa.types.is_string(to):
+        is_null = pc.is_in(column, value_set=pa.array(rules.nulls, _TEXT))
+        column = pc.if_else(is_null, pa.scalar(None, _TEXT), column)
     if pa.types.is_string(column.type) and rules.decimal != "." and (
         pa.types.is_floating(to) or pa.types.is_decimal(to)
     ):
