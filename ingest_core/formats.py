@@ -184,8 +184,9 @@ class OpenedFile:
         fields = []
         for field, new in zip(raw, renamed, strict=True):
             typed = self._declared.get(field.name, field.type)
-            if field.name in hints:
-                typed = arrow_type(hints[field.name])
+            hint = hints.get(field.name) or hints.get(new)  # the file's name or the stored one
+            if hint is not None:
+                typed = arrow_type(hint)
             metadata = {ORIGINAL_NAME_KEY: field.name.encode()} if new != field.name else None
             fields.append(pa.field(new, typed, metadata=metadata))
         if self.options.rescue and RESCUED_COLUMN not in renamed:

@@ -201,8 +201,8 @@ def test_names_spark_refuses_are_refused_with_the_reason(landing: Path, table_ur
 
 def test_normalized_names_keep_the_originals_in_column_metadata(landing: Path, table_uri: str):
     write_text(landing / "names.csv", '"Order ID","amount (EUR)",customerName\n1,2,x\n')
-    pq.write_table(pa.table({"Order ID": [5], "amount (EUR)": [1]}), landing / "more.parquet")
-    stats = _ingest(landing, table_uri, normalize_names=True)
+    pq.write_table(pa.table({"Order ID": [5], "amount (EUR)": [1]}), landing / "z_more.parquet")
+    stats = _ingest(landing, table_uri, normalize_names=True, schema_hints="order_id INT")
     assert stats.ingested == 2, [r.error for r in stats.files]
     table = DeltaTable(table_uri)
     fields = {f.name: f for f in table.schema().fields}
@@ -210,6 +210,8 @@ def test_normalized_names_keep_the_originals_in_column_metadata(landing: Path, t
     assert fields["order_id"].metadata.get("ingest.original_name") == "Order ID"
     assert fields["amount_eur"].metadata.get("ingest.original_name") == "amount (EUR)"
     assert sorted(read_table(table_uri).column("order_id").to_pylist()) == [1, 5]
+    # a hint may name the column as it is stored
+    assert read_table(table_uri).schema.field("order_id").type == pa.int32()
 
 
 # -- time zones --------------------------------------------------------------------------
