@@ -490,3 +490,14 @@ def test_empty_and_null_texts_in_hinted_or_rescued_columns_are_nulls(
         {"id": 2, "amount": None, "note": "x"},
         {"id": 3, "amount": 7, "note": ""},
     ]
+
+
+@pytest.mark.parametrize("bad_rows", ["quarantine", "rescue"])
+def test_utf16_json_read_as_utf8_names_the_encoding(
+    landing: Path, table_uri: str, bad_rows: str
+):
+    (landing / "e.jsonl").write_bytes('{"id": 1}\n'.encode("utf-16"))
+    stats = _ingest(landing, table_uri, bad_rows=bad_rows)
+    assert stats.quarantined == 1 and "--encoding utf-16" in (stats.files[0].error or "")
+    stats = _ingest(landing, table_uri + "_16", bad_rows=bad_rows, encoding="utf-16")
+    assert stats.ingested == 1, stats.files[0].error
