@@ -166,9 +166,7 @@ def from_env(
         "eventgrid_topic_endpoint": "INGEST_EVENTGRID_TOPIC_ENDPOINT",
         "eventgrid_key": "INGEST_EVENTGRID_KEY",
     }
-    for key, name in text.items():
-        if env.get(name):
-            values[key] = env[name]
+    values.update(_texts(env, text))
     numbers: dict[str, tuple[str, type[int] | type[float]]] = {
         "lease_seconds": ("INGEST_LEASE_SECONDS", float),
         "max_attempts": ("INGEST_MAX_ATTEMPTS", int),
@@ -197,16 +195,28 @@ def from_env(
     return IngestConfig(**values)
 
 
+def _texts(env: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
+    """The fields of `names` (field -> variable) whose variable is set and not empty."""
+    return {key: env[name] for key, name in names.items() if env.get(name)}
+
+
 def read_options_from_env(env: Mapping[str, str]) -> ReadOptions:
     """The `ReadOptions` the INGEST_CSV_* and related variables set (see `from_env`)."""
-    read: dict[str, Any] = {}
-    for key in ("csv_delimiter", "csv_quote", "csv_escape", "csv_decimal", "encoding",
-                "schema_hints", "bad_rows", "bad_rows_table", "timezone"):
-        value = env.get("INGEST_" + key.upper())
-        if value:
-            # a tab is hard to pass through app settings: `\t` and `tab` stand for it
-            read[key] = "\t" if value in ("\\t", "tab") else value
-    if "INGEST_CSV_NULL" in env:
+    read: dict[str, Any] = _texts(env, {
+        "csv_delimiter": "INGEST_CSV_DELIMITER",
+        "csv_quote": "INGEST_CSV_QUOTE",
+        "csv_escape": "INGEST_CSV_ESCAPE",
+        "csv_decimal": "INGEST_CSV_DECIMAL",
+        "encoding": "INGEST_ENCODING",
+        "schema_hints": "INGEST_SCHEMA_HINTS",
+        "bad_rows": "INGEST_BAD_ROWS",
+        "bad_rows_table": "INGEST_BAD_ROWS_TABLE",
+        "timezone": "INGEST_TIMEZONE",
+    })
+    for key in ("csv_delimiter", "csv_quote", "csv_escape"):
+        if read.get(key) in ("\\t", "tab"):  # a tab is hard to pass through app settings
+            read[key] = "\t"
+    if env.get("INGEST_CSV_NULL"):
         read["csv_nulls"] = split_nulls(env["INGEST_CSV_NULL"])
     for key, name in (("csv_no_header", "INGEST_CSV_NO_HEADER"),
                       ("normalize_names", "INGEST_NORMALIZE_NAMES")):
