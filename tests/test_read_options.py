@@ -501,3 +501,19 @@ def test_utf16_json_read_as_utf8_names_the_encoding(
     assert stats.quarantined == 1 and "--encoding utf-16" in (stats.files[0].error or "")
     stats = _ingest(landing, table_uri + "_16", bad_rows=bad_rows, encoding="utf-16")
     assert stats.ingested == 1, stats.files[0].error
+
+
+def test_event_path_rescues_and_keeps_bad_rows_once(landing: Path, table_uri: str):
+    write_text(landing.parent / "seed" / "seed.csv", "id;amount;name\n0;0;seed\n")
+    _ingest(landing.parent / "seed", table_uri, csv_delimiter=";", bad_rows="rescue")
+    write_text(landing / "messy.csv", MESSY)
+    options = ReadOptions(csv_delimiter=";", bad_rows="rescue")
+    with IdempotentIngestor(table=table_uri, read=options) as ing:
+        [file] = ing.list_sources([str(landing / "messy.csv")])
+        first = ing.ingest_one(file)  # the group commit: staged, then committed
+        again = ing.ingest_one(file)
+    assert first.status == "ingested", first.error
+    assert (first.rows, first.rescued_rows, first.bad_rows) == (3, 1, 1)
+    assert again.status == "skipped"
+    assert read_table(table_uri).num_rows == 4
+    assert len(read_table(table_uri + "_bad_rows")) == 1
