@@ -21,7 +21,8 @@ this process, the file in the page cache), 3 runs: the target is >= 1 GB/s.
 
 With --csv, large.csv is ingested too (floor: pyarrow.csv.read_csv +
 write_deltalake), --csv-runs times each (default 1); peak RSS is the figure
-that matters there.
+that matters there. With --rescue, messy.csv (large.csv with a few bad values
+and ragged rows) is ingested --csv-runs times with `--bad-rows rescue`.
 """
 
 from __future__ import annotations
@@ -170,6 +171,25 @@ def bench_pairs(
     print()
 
 
+def bench_rescue(file: Path, runs: int, work: Path) -> None:
+    """`ingest run messy.csv --bad-rows rescue`, `runs` times: wall time and peak RSS."""
+    warm(file)
+    measures = []
+    for i in range(runs):
+        m, _ = run_ours(file, work, None, "--bad-rows", "rescue")
+        out = m.json()
+        measures.append(m)
+        print(f"  run {i + 1} {m.wall_s:6.2f} s  {m.rss_mib:7.0f} MiB peak RSS  "
+              f"rows {out['rows']}, rescued {out['rescued_rows']}, bad {out['bad_rows']}",
+              flush=True)
+    print()
+    print(f"{file.name}: {file.stat().st_size / 2**20:.0f} MiB, --bad-rows rescue, {runs} runs")
+    print(header("ours"))
+    print(row("wall time", [m.wall_s for m in measures], "s"))
+    print(row("peak RSS", [m.rss_mib for m in measures], "MiB", "{:.0f}"))
+    print()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the requested benchmarks."""
     parser = argparse.ArgumentParser(
@@ -182,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", action="store_true", help="also ingest large.csv")
     parser.add_argument(
         "--csv-runs", type=int, default=1, help="floor/ours pairs for the CSV (default 1)"
+    )
+    parser.add_argument(
+        "--rescue", action="store_true", help="ingest messy.csv with --bad-rows rescue"
     )
     parser.add_argument(
         "--no-imports", action="store_true", help="skip the process start + imports baseline"
@@ -204,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         if not file.exists():
             parser.error(f"{file} missing: run bench/make_data.py (without --no-csv) first")
         bench_pairs(file, FLOOR_CSV, args.csv_runs, work, None, imports=False)
+    if args.rescue:
+        file = args.out / "messy.csv"
+        if not file.exists():
+            parser.error(f"{file} missing: run bench/make_data.py --only messy first")
+        bench_rescue(file, args.csv_runs, work)
     print(f"end: {load()}")
     try:
         work.rmdir()  # only if empty: never delete what the user pointed --work at

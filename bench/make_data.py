@@ -8,7 +8,9 @@ Writes into OUT (default bench/out/, git-ignored):
 - small/part-00000.parquet ... part-00499.parquet: 500 files of 100 rows, each
   with distinct content (the ledger would skip identical bytes);
 - large.csv: CSV of about --csv-mb MiB (default 2048) of the same columns,
-  for the peak-memory check; skipped with --no-csv or --csv-mb 0.
+  for the peak-memory check; skipped with --no-csv or --csv-mb 0;
+- messy.csv: large.csv with a bad quantity (`unknown`) and a ragged row every
+  256 MiB, for the peak-memory check under `--bad-rows rescue`.
 
 Columns: id int64, customer_id int64 (100k values), quantity int32, amount float64 (two
 decimals), score float32 (random), country string (two
@@ -133,6 +135,30 @@ def make_csv(path: Path, seed: int, megabytes: int) -> None:
             k += 1
 
 
+def make_messy_csv(source: Path, path: Path, every_mb: int = 256) -> int:
+    """`source` with, every `every_mb` MiB, a row whose quantity is `unknown` and a ragged row.
+
+    None falls in the first 64 MiB, so column types are still inferred as
+    numbers and the bad values are rescued (`--bad-rows rescue`), not typed as
+    text. Returns how many bad values (and as many ragged rows) were added.
+    """
+    step = 64 * 1024 * 1024
+    added = 0
+    with open(source, "rb") as src, open(path, "wb") as out:
+        position = 0
+        while chunk := src.read(step):
+            position += len(chunk)
+            if position > step and position // step % (every_mb // 64) == 0:
+                cut = chunk.index(b"\n") + 1
+                line = chunk[cut : chunk.index(b"\n", cut)]
+                fields = line.split(b",")
+                fields[2] = b"unknown"
+                chunk = chunk[:cut] + b",".join(fields) + b"\n1,2,3\n" + chunk[cut:]
+                added += 1
+            out.write(chunk)
+    return added
+
+
 def _mb(path: Path) -> str:
     return f"{path.stat().st_size / 2**20:.1f} MiB"
 
@@ -157,14 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-csv", action="store_true", help="do not write large.csv")
     parser.add_argument(
         "--only",
-        choices=["large", "small", "csv"],
+        choices=["large", "small", "csv", "messy"],
         action="append",
         help="generate only these inputs (repeatable)",
     )
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    wanted = set(args.only or ["large", "small", "csv"])
+    wanted = set(args.only or ["large", "small", "csv", "messy"])
     if args.no_csv or args.csv_mb <= 0:
         wanted.discard("csv")
     if "large" in wanted:
@@ -186,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         make_csv(out / "large.csv", args.seed, args.csv_mb)
         print(f"large.csv: {_mb(out / 'large.csv')}, {time.perf_counter() - t:.1f} s")
+    if "messy" in wanted and (out / "large.csv").exists():
+        t = time.perf_counter()
+        added = make_messy_csv(out / "large.csv", out / "messy.csv")
+        print(f"messy.csv: {_mb(out / 'messy.csv')}, {added} bad values and {added} ragged "
+              f"rows, {time.perf_counter() - t:.1f} s")
     return 0
 
 

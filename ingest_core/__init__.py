@@ -5,6 +5,11 @@ The public API::
     from ingest_core import IdempotentIngestor
     ing = IdempotentIngestor(table="./lake/orders")
     stats = ing.ingest_directory("landing/")
+
+    # an export in another dialect: its reading options
+    ing = IdempotentIngestor(table="./lake/orders", read=ReadOptions(
+        csv_delimiter=";", csv_decimal=",", schema_hints="amount DECIMAL(10,2)",
+        bad_rows="rescue"))
 """
 
 from ingest_core.config import IngestConfig, StorageConfig, from_env
@@ -23,6 +28,7 @@ from ingest_core.errors import (
 )
 from ingest_core.ingestor import IdempotentIngestor
 from ingest_core.ledger import BaseLedger, FileRecord, open_ledger
+from ingest_core.read_options import ReadOptions
 from ingest_core.results import IngestResult, RunStats
 
 __all__ = [
@@ -39,6 +45,7 @@ __all__ = [
     "LeaseLostError",
     "LedgerConflictError",
     "LedgerUnavailableError",
+    "ReadOptions",
     "RunStats",
     "SchemaIncompatibleError",
     "SourceChangedError",

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 from ingest_core.errors import ConfigurationError
+from ingest_core.read_options import ReadOptions, split_nulls
 
 SchemaMode = Literal["merge", "strict"]
 Mode = Literal["append", "merge"]
@@ -100,6 +101,8 @@ class IngestConfig:
     `archive:<URL>`; None: files stay where they landed."""
     cleanup_after: float | None = None
     """Seconds after its ingestion a landed file is cleaned up (`parse_duration`)."""
+    read: ReadOptions = field(default_factory=ReadOptions)
+    """CSV dialect, encoding, schema hints, bad rows, column names, time zone."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -244,7 +247,12 @@ def from_env(
     Delta interval, `interval 7 days`), INGEST_MODE (append or merge),
     INGEST_MERGE_KEYS (comma-separated), INGEST_MERGE_SEQUENCE,
     INGEST_MERGE_DELETE_WHEN, INGEST_CLEANUP (delete or archive:<URL>) and
-    INGEST_CLEANUP_AFTER (a duration: 7d, 12h, 30m).
+    INGEST_CLEANUP_AFTER (a duration: 7d, 12h, 30m);
+    and for `read`:
+    INGEST_CSV_DELIMITER, INGEST_CSV_QUOTE, INGEST_CSV_ESCAPE, INGEST_CSV_NULL
+    (comma-separated), INGEST_CSV_NO_HEADER, INGEST_CSV_DECIMAL, INGEST_ENCODING,
+    INGEST_SCHEMA_HINTS, INGEST_BAD_ROWS, INGEST_BAD_ROWS_TABLE,
+    INGEST_NORMALIZE_NAMES, INGEST_TIMEZONE (a `read` override replaces them all).
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
@@ -264,9 +272,7 @@ def from_env(
         "merge_delete_when": "INGEST_MERGE_DELETE_WHEN",
         "cleanup": "INGEST_CLEANUP",
     }
-    for key, name in text.items():
-        if env.get(name):
-            values[key] = env[name]
+    values.update(_texts(env, text))
     numbers: dict[str, tuple[str, type[int] | type[float]]] = {
         "lease_seconds": ("INGEST_LEASE_SECONDS", float),
         "max_attempts": ("INGEST_MAX_ATTEMPTS", int),
@@ -292,9 +298,40 @@ def from_env(
         account_name=env.get("INGEST_STORAGE_ACCOUNT") or None,
         proxies=any(name.lower() in PROXY_VARIABLES for name in env),
     )
+    values["read"] = read_options_from_env(env)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not values.get("table_uri"):
         if require_table and not values.get("routes"):
             raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
         values["table_uri"] = ""
     return IngestConfig(**values)
+
+
+def _texts(env: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:
+    """The fields of `names` (field -> variable) whose variable is set and not empty."""
+    return {key: env[name] for key, name in names.items() if env.get(name)}
+
+
+def read_options_from_env(env: Mapping[str, str]) -> ReadOptions:
+    """The `ReadOptions` the INGEST_CSV_* and related variables set (see `from_env`)."""
+    read: dict[str, Any] = _texts(env, {
+        "csv_delimiter": "INGEST_CSV_DELIMITER",
+        "csv_quote": "INGEST_CSV_QUOTE",
+        "csv_escape": "INGEST_CSV_ESCAPE",
+        "csv_decimal": "INGEST_CSV_DECIMAL",
+        "encoding": "INGEST_ENCODING",
+        "schema_hints": "INGEST_SCHEMA_HINTS",
+        "bad_rows": "INGEST_BAD_ROWS",
+        "bad_rows_table": "INGEST_BAD_ROWS_TABLE",
+        "timezone": "INGEST_TIMEZONE",
+    })
+    for key in ("csv_delimiter", "csv_quote", "csv_escape"):
+        if read.get(key) in ("\\t", "tab"):  # a tab is hard to pass through app settings
+            read[key] = "\t"
+    if env.get("INGEST_CSV_NULL"):
+        read["csv_nulls"] = split_nulls(env["INGEST_CSV_NULL"])
+    for key, name in (("csv_no_header", "INGEST_CSV_NO_HEADER"),
+                      ("normalize_names", "INGEST_NORMALIZE_NAMES")):
+        if env.get(name):
+            read[key] = _flag(env[name], name)
+    return ReadOptions(**read)

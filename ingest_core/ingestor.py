@@ -266,6 +266,11 @@ class IdempotentIngestor:
         return self._committer.target
 
     @property
+    def bad_rows_uri(self) -> str | None:
+        """The bad-rows table of `bad_rows=rescue` (None: bad rows quarantine the file)."""
+        return self._committer.bad_rows_uri
+
+    @property
     def group(self) -> GroupCommit:
         """This table's group commit (the event path's, shared by its threads)."""
         return self._group_path.group

@@ -29,6 +29,10 @@ class IngestResult:
     duration_s: float = 0.0
     table: str | None = None
     """The table it went to, in a routed run (None otherwise)."""
+    rescued_rows: int | None = None
+    """Rows with values kept in `_rescued_data` (`--bad-rows rescue`); None: not read here."""
+    bad_rows: int | None = None
+    """Rows that did not parse, written to the bad-rows table; None: not read here."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (every field is a scalar: no deep copy, unlike `asdict`)."""
@@ -71,6 +75,16 @@ class RunStats:
         return sum(r.rows or 0 for r in self.files if r.status == "ingested")
 
     @property
+    def rescued_rows(self) -> int:
+        """Rows with rescued values, over the files this run ingested."""
+        return sum(r.rescued_rows or 0 for r in self.files if r.status == "ingested")
+
+    @property
+    def bad_rows(self) -> int:
+        """Rows sent to the bad-rows table by this run."""
+        return sum(r.bad_rows or 0 for r in self.files if r.status == "ingested")
+
+    @property
     def ok(self) -> bool:
         """True when every file was ingested or skipped."""
         return all(r.status in ("ingested", "skipped") for r in self.files)
@@ -84,5 +98,8 @@ class RunStats:
         return self.counts[status]
 
     def to_dict(self) -> dict[str, object]:
-        """The `--json` shape: integer counts, `rows`, and a `files` list."""
-        return {**self.counts, "rows": self.rows, "files": [r.to_dict() for r in self.files]}
+        """The `--json` shape: integer counts, `rows`, `rescued_rows`, `bad_rows`, `files`."""
+        return {
+            **self.counts, "rows": self.rows, "rescued_rows": self.rescued_rows,
+            "bad_rows": self.bad_rows, "files": [r.to_dict() for r in self.files],
+        }

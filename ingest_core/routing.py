@@ -16,6 +16,11 @@ A routes file is TOML, one `[[route]]` table per feed, tried in file order
     merge_sequence = "updated_at"          # optional, as --merge-sequence
     merge_delete_when = "op = 'D'"         # optional, as --merge-delete-when
     name = "orders"                        # optional: shown by explain and check
+    csv_delimiter = ";"                    # optional reading keys, as the run's flags:
+    schema_hints = "id BIGINT"             # csv_quote, csv_escape, csv_null (a list),
+                                           # csv_no_header, csv_decimal, encoding,
+                                           # bad_rows, bad_rows_table, normalize_names,
+                                           # timezone
 
 `match` is matched against a file's routing path (`routing_path`): its path
 below the SOURCE it was listed from, or `container/blob-name` for a blob URL.
@@ -41,11 +46,14 @@ from typing import Any, cast
 from ingest_core.azure.urls import is_blob_url, parse_blob_url
 from ingest_core.config import MODES, IngestConfig, Mode, SchemaMode, is_local
 from ingest_core.errors import ConfigurationError
+from ingest_core.read_options import ROUTE_KEYS as READ_KEYS
+from ingest_core.read_options import ReadOptions
 from ingest_core.sources.base import SourceFile
 
 ROUTE_KEYS = (
     "match", "table", "format", "schema_mode", "partition_by", "lineage", "transform", "name",
     "mode", "merge_keys", "merge_sequence", "merge_delete_when",
+    *READ_KEYS,
 )
 FORMATS = ("parquet", "csv", "jsonl")
 SCHEMA_MODES = ("merge", "strict")
@@ -206,6 +214,8 @@ class Route:
     merge_keys: tuple[str, ...] = ()
     merge_sequence: str | None = None
     merge_delete_when: str | None = None
+    read: tuple[tuple[str, Any], ...] = ()
+    """`ReadOptions` fields this route sets (hashable: configurations are dict keys)."""
 
     @property
     def match(self) -> str:
@@ -221,6 +231,7 @@ class Route:
             "lineage": self.lineage, "transform": self.transform, "mode": self.mode,
             "merge_keys": list(self.merge_keys), "merge_sequence": self.merge_sequence,
             "merge_delete_when": self.merge_delete_when,
+            "read": dict(self.read),
         }
 
     @property
@@ -269,6 +280,7 @@ class RouteMatch:
             transform=route.transform or base.transform,
             partition_by=route.partition_by,
             routes=None,
+            read=base.read.replace(**dict(route.read)) if route.read else base.read,
         )
 
 
@@ -340,6 +352,7 @@ def _describe(found: RouteMatch) -> str:
         parts.append(f"lineage {'on' if route.lineage else 'off'}")
     if route.partition_by:
         parts.append(f"partition_by {', '.join(route.partition_by)}")
+    parts.extend(f"{key} {value!r}" for key, value in route.read)
     return "; ".join(parts)
 
 
@@ -472,6 +485,7 @@ def _check_route(
             load_transform(strings["transform"])
         except ConfigurationError as exc:
             problem("transform", f"unreachable transform: {exc}")
+    read = _check_read(entry, problem)
     if len(problems) > before or pattern is None:
         return None
     return Route(
@@ -489,6 +503,7 @@ def _check_route(
         merge_keys=merge_keys,
         merge_sequence=strings.get("merge_sequence"),
         merge_delete_when=strings.get("merge_delete_when"),
+        read=read,
     )
 
 
@@ -512,6 +527,38 @@ def _check_merge_keys(
     elif merge_settings and strings.get("mode") != "merge":
         problem(merge_settings[0], f'{merge_settings[0]} goes with mode = "merge"; add it')
     return keys
+
+
+def _check_read(
+    entry: dict[str, Any], problem: Callable[[str | None, str], None]
+) -> tuple[tuple[str, Any], ...]:
+    """The route's reading keys as `ReadOptions` fields; each bad one reported."""
+    read: list[tuple[str, Any]] = []
+    for key in READ_KEYS:
+        if key not in entry:
+            continue
+        value = entry[key]
+        field = "csv_nulls" if key == "csv_null" else key
+        if key in ("csv_no_header", "normalize_names"):
+            if not isinstance(value, bool):
+                problem(key, f"{key} must be true or false")
+                continue
+        elif key == "csv_null":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                problem(key, 'csv_null must be a list of strings, as ["", "n/a"]')
+                continue
+            value = tuple(value)
+        elif not isinstance(value, str):
+            problem(key, f"{key} must be a string, not {type(value).__name__}")
+            continue
+        if key != "csv_no_header":  # it needs hints, which may come from the run
+            try:
+                ReadOptions(**{field: value})
+            except ConfigurationError as exc:
+                problem(key, f"{key}: {exc}")
+                continue
+        read.append((field, value))
+    return tuple(read)
 
 
 def _check_table(template: str, pattern: Pattern, problem: Callable[[str], None]) -> None:

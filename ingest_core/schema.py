@@ -7,7 +7,9 @@ not fit is refused with the column named.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 import pyarrow as pa
@@ -16,6 +18,26 @@ import pyarrow.compute as pc
 from ingest_core.errors import SchemaIncompatibleError
 
 LINEAGE_COLUMNS = ("_ingest_file", "_ingest_sha256", "_ingested_at")
+RESCUED_COLUMN = "_rescued_data"
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+
+
+@dataclass(frozen=True)
+class CastRules:
+    """How values are cast into a column's type beyond Arrow's safe cast.
+
+    `rescue`: a value that does not fit becomes null and its text goes into
+    `_rescued_data` (when the target has that column), instead of refusing the
+    file. `timezone`: the zone naive timestamps are in when they go into a
+    time-zone-aware column; None refuses them (no silent UTC). `decimal`: the
+    decimal separator of numbers held as text. `nulls`: texts that are null
+    when cast to a type other than text (a CSV's null values).
+    """
+
+    rescue: bool = False
+    timezone: str | None = None
+    decimal: str = "."
+    nulls: tuple[str, ...] = ()
 
 _TEXT = pa.string()
 
@@ -68,31 +90,155 @@ def target_schema(
     return pa.schema(fields + [f.with_type(_storable(f.type)) for f in added])
 
 
-def conform(batch: pa.RecordBatch, target: pa.Schema, *, name: str) -> pa.RecordBatch:
-    """Cast `batch` to `target`: safe casts, missing columns as nulls."""
-    columns = []
+def conform(
+    batch: pa.RecordBatch, target: pa.Schema, *, name: str, rules: CastRules | None = None
+) -> pa.RecordBatch:
+    """Cast `batch` to `target`: safe casts, missing columns as nulls.
+
+    Under `rules.rescue`, values that do not fit are nulled and kept, as text,
+    in the `_rescued_data` column of `target` (merged with what it holds already).
+    """
+    rules = rules or CastRules()
+    rescued: dict[int, dict[str, str]] = {}
+    columns: list[pa.Array | None] = []
     for field in target:
         index = batch.schema.get_field_index(field.name)
+        if field.name == RESCUED_COLUMN and rules.rescue:
+            columns.append(None)
+            continue
         if index < 0:
             columns.append(pa.nulls(batch.num_rows, field.type))
             continue
         column = batch.column(index)
         if column.type != field.type:
-            column = _cast(column, field, name)
+            column = _cast(column, field, name, rules, rescued)
         columns.append(column)
+    if RESCUED_COLUMN in target.names and rules.rescue:
+        index = batch.schema.get_field_index(RESCUED_COLUMN)
+        held = batch.column(index) if index >= 0 else None
+        columns[target.get_field_index(RESCUED_COLUMN)] = _rescued_array(
+            batch.num_rows, held, rescued
+        )
     return pa.RecordBatch.from_arrays(columns, schema=target)
 
 
-def _cast(column: pa.Array, field: pa.Field, name: str) -> pa.Array:
-    # sub-microsecond precision is what Delta's timestamps drop anyway
-    both_times = pa.types.is_timestamp(column.type) and pa.types.is_timestamp(field.type)
-    try:
-        return pc.cast(column, field.type, safe=not both_times)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise SchemaIncompatibleError(
+def _rescued_array(
+    rows: int, held: pa.Array | None, rescued: dict[int, dict[str, str]]
+) -> pa.Array:
+    """The `_rescued_data` column: what `held` had, plus this cast's rescues, as JSON text."""
+    if not rescued:
+        return held.cast(_TEXT) if held is not None else pa.nulls(rows, _TEXT)
+    values: list[str | None] = (
+        held.cast(_TEXT).to_pylist() if held is not None else [None] * rows
+    )
+    for row, texts in rescued.items():
+        held_text = values[row]
+        before = json.loads(held_text) if held_text else {}
+        values[row] = json.dumps({**before, **texts}, ensure_ascii=False)
+    return pa.array(values, _TEXT)
+
+
+def rescued_rows(batch: pa.RecordBatch | pa.Table) -> int:
+    """How many rows of `batch` hold rescued values."""
+    if RESCUED_COLUMN not in batch.schema.names:
+        return 0
+    column = batch.column(RESCUED_COLUMN)
+    return len(column) - column.null_count
+
+
+def _cast(
+    column: pa.Array, field: pa.Field, name: str, rules: CastRules,
+    rescued: dict[int, dict[str, str]],
+) -> pa.Array:
+    def refuse(exc: Exception) -> SchemaIncompatibleError:
+        return SchemaIncompatibleError(
             f"{name}: column {field.name!r} holds {column.type} values that do not fit the "
             f"table's {field.type}: {exc}"
-        ) from exc
+            + ("" if rules.rescue else "; fix the file, or pass --bad-rows rescue to keep such "
+               "values in _rescued_data")
+        )
+
+    to = field.type
+    if rules.nulls and pa.types.is_string(column.type) and not pa.types.is_string(to):
+        is_null = pc.is_in(column, value_set=pa.array(rules.nulls, _TEXT))
+        column = pc.if_else(is_null, pa.scalar(None, _TEXT), column)
+    if pa.types.is_string(column.type) and rules.decimal != "." and (
+        pa.types.is_floating(to) or pa.types.is_decimal(to)
+    ):
+        column = pc.replace_substring(column, rules.decimal, ".")
+    if _naive_into_aware(column.type, to):
+        column = _localised(column, to, name, field.name, rules)
+    elif pa.types.is_string(column.type) and pa.types.is_timestamp(to) and to.tz is not None:
+        column = _text_into_aware(column, to, name, field.name, rules, rescued)
+    # sub-microsecond precision is what Delta's timestamps drop anyway
+    both_times = pa.types.is_timestamp(column.type) and pa.types.is_timestamp(to)
+    try:
+        return pc.cast(column, to, safe=not both_times)
+    except _CAST_ERRORS as exc:
+        if not rules.rescue:
+            raise refuse(exc) from exc
+    cast, failed = _cast_each(column, to)
+    for row in failed:
+        value = column[row].as_py()
+        rescued.setdefault(row, {})[field.name] = value if isinstance(value, str) else (
+            json.dumps(value, default=str)
+        )
+    return cast
+
+
+def _cast_each(column: pa.Array, to: pa.DataType) -> tuple[pa.Array, list[int]]:
+    """Cast what casts; the indexes that do not (found by halving: few bad values, few casts)."""
+    try:
+        return pc.cast(column, to), []
+    except _CAST_ERRORS:
+        if len(column) == 1:
+            return pa.nulls(1, to), [0]
+    half = len(column) // 2
+    first, bad_first = _cast_each(column.slice(0, half), to)
+    second, bad_second = _cast_each(column.slice(half), to)
+    return pa.concat_arrays([first, second]), bad_first + [half + i for i in bad_second]
+
+
+def _naive_into_aware(source: pa.DataType, to: pa.DataType) -> bool:
+    return (
+        pa.types.is_timestamp(source) and source.tz is None
+        and pa.types.is_timestamp(to) and to.tz is not None
+    )
+
+
+def _localised(
+    column: pa.Array, to: pa.DataType, name: str, column_name: str, rules: CastRules
+) -> pa.Array:
+    """Naive timestamps read as local times of `rules.timezone`; refused without one."""
+    if rules.timezone is None:
+        raise SchemaIncompatibleError(
+            f"{name}: column {column_name!r} holds timestamps without a time zone, and the "
+            f"table's column is {to} (time-zone aware); pass --timezone NAME (INGEST_TIMEZONE, "
+            "route key timezone) to say which zone they are in"
+        )
+    return pc.assume_timezone(column, rules.timezone, ambiguous="earliest",
+                              nonexistent="earliest")
+
+
+def _text_into_aware(
+    column: pa.Array, to: pa.DataType, name: str, column_name: str, rules: CastRules,
+    rescued: dict[int, dict[str, str]],
+) -> pa.Array:
+    """Text timestamps with an offset are taken as they are; without one, as naive ones."""
+    try:
+        return pc.cast(column, to)
+    except _CAST_ERRORS:
+        pass
+    naive = pa.timestamp(to.unit)
+    try:
+        local = pc.cast(column, naive)
+    except _CAST_ERRORS:
+        if not rules.rescue:
+            return column  # the cast that follows refuses it, naming the column
+        local, failed = _cast_each(column, naive)
+        for row in failed:
+            rescued.setdefault(row, {})[column_name] = column[row].as_py()
+    return _localised(local, to, name, column_name, rules)
 
 
 class Lineage:
@@ -121,7 +267,8 @@ class Lineage:
             *(pa.DictionaryArray.from_arrays(zeros, values) for values in self._values),
             self._times.slice(0, n),
         ]
-        return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *LINEAGE_COLUMNS])
+        # by schema, not names: a column's metadata (its original name) stays with it
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema(batch.schema))
 
     @staticmethod
     def schema(schema: pa.Schema) -> pa.Schema:

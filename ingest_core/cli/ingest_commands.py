@@ -8,6 +8,7 @@ import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_summary, progress
+from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, split_names, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
@@ -47,6 +48,7 @@ from ingest_core.results import RunStats
                    "file the highest wins, then the last.")
 @click.option("--merge-delete-when", metavar="PREDICATE",
               help="SQL over the incoming row (\"op = 'D'\"): matching rows delete the stored one.")
+@read_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     sources: tuple[str, ...],
@@ -66,6 +68,7 @@ def run(
     merge_sequence: str | None,
     merge_delete_when: str | None,
     as_json: bool,
+    read_flags: dict[str, object],
 ) -> int:
     """Ingest every file under each SOURCE (a file or folder, recursive) into --table.
 
@@ -93,6 +96,7 @@ def run(
         merge_sequence=merge_sequence,
         merge_delete_when=merge_delete_when,
     )
+    config = with_read_flags(config, read_flags)
     if config.routes and not table_uri:  # a --table flag wins over INGEST_ROUTES, not the variable
         config = config.replace(table_uri="")
     stats = ingest_sources(config, list(sources), show_progress=not as_json)

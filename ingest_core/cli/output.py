@@ -35,7 +35,12 @@ def print_summary(stats: RunStats) -> None:
         if result.status in ("failed", "quarantined", "in_progress", "unrouted"):
             click.echo(f"{result.status}: {result.error or result.path}", err=True)
     counts = ", ".join(f"{n} {status}" for status, n in stats.counts.items() if n)
-    click.echo(f"{len(stats.files)} files: {counts or 'nothing to do'}; {stats.rows} rows written")
+    kept = ""
+    if stats.rescued_rows or stats.bad_rows:
+        kept = (f" ({stats.rescued_rows} with rescued values; {stats.bad_rows} bad rows to the "
+                "bad-rows table)")
+    click.echo(f"{len(stats.files)} files: {counts or 'nothing to do'}; {stats.rows} rows "
+               f"written{kept}")
 
 
 def print_records(rows: Sequence[FileRecord]) -> None:

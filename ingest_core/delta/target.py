@@ -269,6 +269,24 @@ class DeltaTarget:
                 low = middle + 1
         return low
 
+    def keep_column_metadata(self, schema: pa.Schema, keys: Sequence[bytes]) -> None:
+        """Set the field metadata `keys` of `schema` on the table's columns where it is missing.
+
+        delta-rs's writer leaves Arrow field metadata out of the Delta schema;
+        a column keeps it once set. Costs a commit only when something is missing.
+        """
+        table = self.snapshot()
+        if table is None:
+            return
+        stored = {f.name: f.metadata for f in table.schema().fields}
+        for column in schema:
+            wanted = {k.decode(): v.decode() for k, v in (column.metadata or {}).items()
+                      if k in keys}
+            if wanted and column.name in stored and any(
+                stored[column.name].get(k) != v for k, v in wanted.items()
+            ):
+                table.alter.set_column_metadata(column.name, wanted)
+
     def append(
         self,
         table: DeltaTable | None,

@@ -29,6 +29,10 @@ from ingest_core.delta.data_files import copy_file, delta_schema, writable, writ
 from ingest_core.delta.target import ROW_GROUP_ROWS, DeltaTarget, FileEntry, commit_properties
 from ingest_core.errors import SchemaIncompatibleError
 from ingest_core.faults import crash_at_end, crash_point
+from ingest_core.formats import ORIGINAL_NAME_KEY
+
+KEPT_FIELD_METADATA = (ORIGINAL_NAME_KEY,)
+"""Arrow field metadata carried into the table's columns (delta-rs's writer drops it)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class BatchAppend:
             merge_schema=self.merge_schema,
         )
         crash_point("after_commit")
+        if self.merge_schema:
+            target.keep_column_metadata(self.schema, KEPT_FIELD_METADATA)
         return version
 
 
@@ -107,6 +113,8 @@ class StreamAppend:
                 raise failure[0] from None
             raise
         crash_point("after_commit")
+        if self.merge_schema:
+            target.keep_column_metadata(self.schema, KEPT_FIELD_METADATA)
         return version
 
 

@@ -21,7 +21,9 @@ class ShownFile:
     delta: dict[str, Any]
     """`checked` (table reachable), `in_log` (its transaction id is), `table_version`,
     `version` and `rows` (where it landed), `agrees` (ledger and log say the same),
-    `error` (why the table could not be read)."""
+    `error` (why the table could not be read), `rescued_rows` (its rows holding
+    `_rescued_data`, when the table has that column) and `bad_rows` (its rows in
+    the bad-rows table, when there is one)."""
 
     @property
     def paths(self) -> list[str]:
@@ -81,11 +83,14 @@ def show(config: IngestConfig, target: str) -> ShowReport:
             ]
     finally:
         ledger.close()
-    report.files = [ShownFile(r, _delta_check(r, config.storage)) for r in rows]
+    report.files = [ShownFile(r, _delta_check(r, config.storage, config.read.bad_rows_table))
+                    for r in rows]
     return report
 
 
-def _delta_check(row: FileRecord, storage: StorageConfig) -> dict[str, Any]:
+def _delta_check(
+    row: FileRecord, storage: StorageConfig, bad_rows_table: str | None = None
+) -> dict[str, Any]:
     """What the Delta log says of this row's content: is its transaction id there, and where."""
     from deltalake.exceptions import DeltaError
 
@@ -109,12 +114,53 @@ def _delta_check(row: FileRecord, storage: StorageConfig) -> dict[str, Any]:
             if in_log and row.delta_version is None:
                 landing = target.locate(dt, row.sha256)
                 check.update(version=landing.version, rows=landing.rows)
+        check.update(_kept_rows(dt, row, storage, bad_rows_table))
     except (DeltaError, OSError, ConfigurationError) as exc:
         # an unreachable table leaves the ledger's word unchecked, and says why
         check["error"] = redact(f"{type(exc).__name__}: {exc}")[:300]
         return check
     check.update(checked=True, in_log=in_log, agrees=in_log == (row.status == SUCCEEDED))
     return check
+
+
+def _kept_rows(
+    table: Any, row: FileRecord, storage: StorageConfig, bad_rows_table: str | None
+) -> dict[str, int]:
+    """How many of the file's rows hold rescued values, and how many went to the bad-rows table.
+
+    Read from the tables themselves (filtered by `_ingest_sha256`): the ledger
+    does not keep them. Each is left out when its table or column does not exist.
+    """
+    from ingest_core.delta import TableRef
+    from ingest_core.delta.bad_rows import bad_rows_uri
+    from ingest_core.read_options import RESCUED_COLUMN
+
+    kept: dict[str, int] = {}
+    rescued = _count(table, row.sha256, RESCUED_COLUMN) if table is not None else None
+    if rescued is not None:
+        kept["rescued_rows"] = rescued
+    try:
+        uri = bad_rows_uri(row.table, bad_rows_table)
+    except ConfigurationError:
+        return kept
+    bad = TableRef.of(uri, storage).load()
+    counted = _count(bad, row.sha256, None) if bad is not None else None
+    if counted is not None:
+        kept["bad_rows"] = counted
+    return kept
+
+
+def _count(table: Any, sha256: str, not_null: str | None) -> int | None:
+    """Rows of `table` from the content `sha256` (with `not_null` set); None without lineage."""
+    import pyarrow.dataset as ds
+
+    names = {f.name for f in table.schema().fields}
+    if "_ingest_sha256" not in names or (not_null is not None and not_null not in names):
+        return None
+    wanted = ds.field("_ingest_sha256") == sha256
+    if not_null is not None:
+        wanted = wanted & ~ds.field(not_null).is_null()
+    return int(table.to_pyarrow_dataset().count_rows(filter=wanted))
 
 
 def _storage_options(uri: str, storage: StorageConfig) -> dict[str, str] | None:

@@ -11,7 +11,7 @@ the others. Not thread-safe: the event path serialises its use.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest_core.config import IngestConfig
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from deltalake import DeltaTable
 
     from ingest_core.delta import DeltaTarget
+    from ingest_core.delta.bad_rows import BadRowsTable
 
 COMMIT_ATTEMPTS = 3
 """Commits retried after a concurrent-commit conflict before the batch is split."""
@@ -45,6 +46,15 @@ class Committer:
         self._target: DeltaTarget | None = None
         self.lock = threading.Lock()
         """Held by concurrent callers (the event path): one file at a time goes through here."""
+        self._bad_rows: BadRowsTable | None = None
+        self._bad_rows_lock = threading.Lock()
+        """Held while bad rows are committed (the event path stages on many threads)."""
+        self.bad_rows_uri: str | None = None
+        """The bad-rows table of `bad_rows=rescue` (None: bad rows quarantine the file)."""
+        if config.read.rescue:
+            from ingest_core.delta.bad_rows import bad_rows_uri
+
+            self.bad_rows_uri = bad_rows_uri(config.table_uri, config.read.bad_rows_table)
 
     @property
     def _merging(self) -> bool:
@@ -177,6 +187,10 @@ class Committer:
         for work, exc in conformed.refused:
             batch.remove(work)
             yield self._settler.error(work, exc)
+        self.keep_bad_rows([w for w, _ in conformed.ready] + conformed.empty)
+        for work in conformed.empty:  # no rows: nothing to commit, no columns to add
+            batch.remove(work)
+            yield self._settler.ingested(work, None, 0)
         if not conformed.ready:
             return
         assert conformed.schema is not None
@@ -225,7 +239,9 @@ class Committer:
                 )
                 return self._settler.ingested(work, version, rows)
             stored = DeltaTarget.schema(snapshot)
-            stream = self._reader.stream(work, opened, stored)
+            stream = self._reader.stream(
+                work, opened, stored, finish=lambda: _own_thread(self.keep_bad_rows, [work])
+            )
             counted = RowCount()
             writer = StreamAppend(
                 stream.schema, merge_schema=stored is None or len(stream.schema) > len(stored)
@@ -245,6 +261,19 @@ class Committer:
                 version, rows = landing.version, landing.rows
         return self._settler.ingested(work, version, rows)
 
+    def keep_bad_rows(self, works: list[Work]) -> None:
+        """Commit each file's unparseable rows to the bad-rows table, before its own rows."""
+        for work in works:
+            if not work.bad_rows:
+                continue
+            with self._bad_rows_lock:
+                if self._bad_rows is None:
+                    from ingest_core.delta.bad_rows import BadRowsTable
+
+                    assert self.bad_rows_uri is not None
+                    self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
+                self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows)
+
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""
         from ingest_core.delta.errors import is_commit_conflict
@@ -258,3 +287,24 @@ class Committer:
 
         retryable = False if not isinstance(exc, IngestError) and is_schema_error(exc) else None
         return self._settler.error(work, exc, retryable=retryable)
+
+
+def _own_thread(function: Callable[..., None], *args: Any) -> None:
+    """Call `function` on a thread of its own and wait for it, re-raising what it raised.
+
+    A stream delta-rs writes is pulled from inside its tokio runtime, where a
+    call into deltalake panics ("Cannot start a runtime from within a runtime").
+    """
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            function(*args)
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="ingest-off-runtime")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]

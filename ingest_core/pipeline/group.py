@@ -127,6 +127,9 @@ class GroupPath:
         conformed = self._reader.conform([work], stored)
         if conformed.refused:
             return self._settler.error(work, conformed.refused[0][1])
+        self._committer.keep_bad_rows([work])
+        if conformed.empty:
+            return self._settler.ingested(work, None, 0)
         table = conformed.ready[0][1]
         if delta_schema(table.schema) != stored:
             return self._ingest_alone(work)  # new columns: a commit of its own changes the schema

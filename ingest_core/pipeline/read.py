@@ -1,9 +1,12 @@
 """Stage 3: a claimed file's bytes as Arrow rows fit for its table.
 
-Decode (by format), apply the user transform, add route captures and lineage
-columns, and conform to the table's schema (`schema.target_schema`). Small
-files are read whole and conformed together for one batch commit; a large
-file is opened as a stream of batches. Nothing here writes.
+Decode (by format, with the run's `ReadOptions`), apply the user transform,
+add route captures and lineage columns, and conform to the table's schema
+(`schema.target_schema`). Small files are read whole and conformed together
+for one batch commit; a large file is opened as a stream of batches. A file
+with no rows is set aside: it adds no columns and no types to the table.
+Each file's rescued-row count and unparseable rows are left on its `Work`
+for the writer (`delta.bad_rows`). Nothing here writes.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from ingest_core.formats import OpenedFile
-    from ingest_core.schema import Lineage
+    from ingest_core.schema import CastRules, Lineage
 
 
 @dataclass
@@ -33,6 +36,8 @@ class Conformed:
     schema: pa.Schema | None
     ready: list[tuple[Work, pa.Table]]
     refused: list[tuple[Work, IngestError]]
+    empty: list[Work]
+    """Files with no rows: ingested with 0 rows, nothing to write."""
 
 
 @dataclass
@@ -65,7 +70,15 @@ class Reader:
         from ingest_core.formats import OpenedFile, format_of
 
         return OpenedFile(work.copy.path, format_of(work.file.uri, self._config.format),
-                          work.file.uri)
+                          work.file.uri, self._config.read)
+
+    @property
+    def rules(self) -> CastRules:
+        """How values are cast into the table's column types (rescue, time zone)."""
+        from ingest_core.schema import CastRules
+
+        read = self._config.read
+        return CastRules(rescue=read.rescue, timezone=read.timezone, decimal=read.csv_decimal)
 
     def verify(self, work: Work) -> None:
         """Raise SourceChangedError if the file changed since it was hashed."""
@@ -75,6 +88,7 @@ class Reader:
         """Read a small file whole into `work.data` (transformed); raises IngestError."""
         with self.open(work) as opened:
             data = opened.read_all()
+            work.bad_rows = opened.bad_rows
         self.verify(work)
         if self._transform is not None:
             from ingest_core.transform import apply_transform
@@ -92,43 +106,54 @@ class Reader:
         every ready table is then cast to the final one, so they concatenate.
         """
 
-        from ingest_core.schema import target_schema
+        from ingest_core.schema import rescued_rows, target_schema
 
         strict = self._config.schema_mode == "strict"
+        rules = self.rules
         now = datetime.now(UTC)
         schema = stored
         ready: list[tuple[Work, pa.Table]] = []
         refused: list[tuple[Work, IngestError]] = []
+        empty: list[Work] = []
         for work in works:
             assert work.data is not None
+            if work.data.num_rows == 0:
+                work.rescued_rows = 0
+                empty.append(work)
+                continue
             data = self._with_lineage(work, work.data, self._lineage(work, now))
             try:
                 file_schema = target_schema(schema, data.schema, strict=strict,
                                             name=work.file.uri)
-                conformed = _conformed(data, file_schema, work.file.uri)
+                conformed = _conformed(data, file_schema, work.file.uri, rules)
             except IngestError as exc:
                 refused.append((work, exc))
                 continue
             schema = file_schema
+            work.rescued_rows = rescued_rows(conformed)
             ready.append((work, conformed))
         if schema is not None:
-            ready = [(w, _conformed(t, schema, w.file.uri)) for w, t in ready]
-        return Conformed(schema=schema, ready=ready, refused=refused)
+            ready = [(w, _conformed(t, schema, w.file.uri, rules)) for w, t in ready]
+        return Conformed(schema=schema, ready=ready, refused=refused, empty=empty)
 
-    def stream(self, work: Work, opened: OpenedFile, stored: pa.Schema | None) -> Stream:
+    def stream(
+        self, work: Work, opened: OpenedFile, stored: pa.Schema | None,
+        finish: Callable[[], None] | None = None,
+    ) -> Stream:
         """The file's batches (transformed, with captures and lineage) as the table takes them.
 
-        The source is verified once the last batch is read.
+        The source is verified once the last batch is read; `finish` is called
+        then, before the caller commits (it records the file's bad rows).
         """
         import pyarrow as pa
 
-        from ingest_core.schema import conform, target_schema
+        from ingest_core.schema import conform, rescued_rows, target_schema
 
-        data: Any = opened.reader
+        data: Any = opened.as_reader()
         if self._transform is not None:
             from ingest_core.transform import apply_transform
 
-            data = apply_transform(self._transform, opened.reader, work.file.uri)
+            data = apply_transform(self._transform, data, work.file.uri)
         lineage = self._lineage(work, datetime.now(UTC))
         empty = pa.Table.from_batches([pa.RecordBatch.from_pylist([], schema=data.schema)])
         schema = target_schema(
@@ -136,12 +161,20 @@ class Reader:
             strict=self._config.schema_mode == "strict", name=work.file.uri,
         )
 
+        rules = self.rules
+        work.rescued_rows = 0
+
         def batches() -> Iterator[pa.RecordBatch]:
             for batch in _decoded(data, work.file.uri):
                 with_lineage = self._with_lineage(work, pa.Table.from_batches([batch]), lineage)
                 for piece in with_lineage.to_batches():
-                    yield conform(piece, schema, name=work.file.uri)
+                    conformed = conform(piece, schema, name=work.file.uri, rules=rules)
+                    work.rescued_rows = (work.rescued_rows or 0) + rescued_rows(conformed)
+                    yield conformed
             self.verify(work)
+            work.bad_rows = opened.bad_rows
+            if finish is not None:
+                finish()
 
         return Stream(schema=schema, batches=batches())
 
@@ -154,6 +187,7 @@ class Reader:
 
         if (
             self.rewrites
+            or opened.schema != opened.reader.schema  # renamed columns, _rescued_data
             or work.file.columns
             or format_of(work.file.uri, self._config.format) != "parquet"
         ):
@@ -184,13 +218,14 @@ class Reader:
         return pa.Table.from_batches(batches)
 
 
-def _conformed(data: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+def _conformed(data: pa.Table, schema: pa.Schema, name: str, rules: CastRules) -> pa.Table:
     import pyarrow as pa
 
     from ingest_core.schema import conform
 
-    return pa.Table.from_batches([conform(b, schema, name=name) for b in data.to_batches()],
-                                 schema)
+    return pa.Table.from_batches(
+        [conform(b, schema, name=name, rules=rules) for b in data.to_batches()], schema
+    )
 
 
 def _decoded(data: Any, name: str) -> Iterator[pa.RecordBatch]:

@@ -89,7 +89,9 @@ class Settler:
         self._done_with(work)
         if row.status == SUCCEEDED and row.owner is None:
             version, rows = row.delta_version, row.rows
-        return self._result(work, "ingested", rows=rows, delta_version=version)
+        return self._result(work, "ingested", rows=rows, delta_version=version,
+                            rescued_rows=work.rescued_rows,
+                            bad_rows=len(work.bad_rows) if work.rescued_rows is not None else None)
 
     def give_back(self, work: Work, reason: str) -> None:
         """Return the claim as `failed` (the next run takes it) when the run cannot go on."""

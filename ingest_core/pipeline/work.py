@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ingest_core.ledger import FileRecord
@@ -10,6 +10,8 @@ from ingest_core.sources import LocalCopy, SourceFile
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from ingest_core.formats import BadRow
 
 
 @dataclass
@@ -23,6 +25,10 @@ class Work:
     started: float
     data: pa.Table | None = None
     """The rows of a file read whole (`Reader.read_whole`), before captures and lineage."""
+    rescued_rows: int | None = None
+    """Rows holding values kept in `_rescued_data` (set once the rows are read)."""
+    bad_rows: list[BadRow] = field(default_factory=list)
+    """Rows that did not parse, bound for the bad-rows table (under rescue)."""
 
     @property
     def sha256(self) -> str:
