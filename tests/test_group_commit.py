@@ -18,6 +18,8 @@ import json
 import multiprocessing
 import random
 import shutil
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -391,3 +393,43 @@ def test_a_group_commit_costs_the_same_storage_requests_at_version_10_and_300(
     assert young == old, (young, old)
     assert young["create"] == 1 and young["list"] == 1
 
+
+
+def staged_by_a_thread(lake: Lake, session: Session, path: str) -> tuple[threading.Thread, list]:
+    """`ingest_one(path)` on a thread, held before its commit (the group's lock is taken here)."""
+    group = session.ingestor(session.config).group
+    group.table_schema()
+    group._lock.acquire()
+    result: list = []
+    [file] = session.list_sources([path])
+    thread = threading.Thread(target=lambda: result.append(session.ingest_one(file)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not lake.staged():
+        assert time.monotonic() < deadline and thread.is_alive(), "the file was not staged"
+        time.sleep(0.01)
+    return thread, result
+
+
+def test_a_file_another_process_committed_is_recorded_at_its_version_after_a_schema_reload(
+    lake: Lake,
+):
+    """Its invocation reads the log forward past a metadata change: the base reloads."""
+    expected = seeded(lake)
+    [path] = lake.files(1)
+    with Session(lake.config()) as session:
+        thread, result = staged_by_a_thread(lake, session, path)
+        group = session.ingestor(session.config).group
+        try:
+            other = GroupCommit(lake.ref)  # another worker process's group commit
+            try:
+                carried = other.commit_staged()  # carries the staged file
+            finally:
+                other.close()
+            lake.delta().alter.set_table_properties({"delta.targetFileSize": "65536"})
+        finally:
+            group._lock.release()
+        thread.join(60)
+    [mine] = result
+    assert (mine.status, mine.delta_version, mine.rows) == ("ingested", carried, ROWS)
+    lake.check(expected | lake.expected_ids(1))
