@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import shutil
+import signal
 import threading
 import time
 from collections import Counter
@@ -30,7 +32,13 @@ import pyarrow as pa
 import pytest
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError
-from exactly_once import check_exactly_once, ledger_uri, log_commits
+from exactly_once import (
+    check_exactly_once,
+    ingest_on_threads,
+    ledger_uri,
+    log_commits,
+    wait_stopped,
+)
 from helpers import write_parquet
 
 from ingest_core import IngestConfig, StorageConfig
@@ -46,6 +54,7 @@ from ingest_core.session import Session
 
 SPAWN = multiprocessing.get_context("spawn")
 ROWS = 3
+LEASE = 1.0
 
 
 @dataclass
@@ -433,3 +442,89 @@ def test_a_file_another_process_committed_is_recorded_at_its_version_after_a_sch
     [mine] = result
     assert (mine.status, mine.delta_version, mine.rows) == ("ingested", carried, ROWS)
     lake.check(expected | lake.expected_ids(1))
+
+
+# -- 2. processes racing ---------------------------------------------------------------------
+
+
+def run_worker(lake: Lake, paths: list[str], out: Path, *, point: str | None = None,
+               monkeypatch=None, lease: float = LEASE, **kwargs
+               ) -> multiprocessing.process.BaseProcess:
+    """A spawned worker process running `ingest_on_threads` (armed at `point`, if given)."""
+    if point is not None:
+        monkeypatch.setenv("INGEST_FAULT_POINT", point)
+    proc = SPAWN.Process(
+        target=ingest_on_threads,
+        args=(lake.table, lake.ledger, paths, {"lease_seconds": lease}, lake.connection, str(out)),
+        kwargs=kwargs,
+    )
+    proc.start()
+    if point is not None:
+        monkeypatch.delenv("INGEST_FAULT_POINT")
+    return proc
+
+
+@pytest.mark.slow
+def test_processes_racing_on_the_same_files_land_each_content_once(lake: Lake, tmp_path: Path):
+    expected = seeded(lake) | lake.expected_ids(30)
+    paths = lake.files(30)
+    go = tmp_path / "go"
+    outs = [tmp_path / f"worker-{k}.json" for k in range(3)]
+    procs = []
+    for k, out in enumerate(outs):
+        order = list(paths)
+        random.Random(k).shuffle(order)
+        # leases long enough that no worker takes over from another: one `ingested` a content
+        procs.append(run_worker(lake, order, out, lease=60, threads=4, go=str(go)))
+    deadline = time.monotonic() + 90
+    while not all(Path(f"{out}.ready").exists() for out in outs):
+        assert time.monotonic() < deadline, "the workers did not start"
+        assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
+        time.sleep(0.05)
+    go.touch()  # all three start together
+    for proc in procs:
+        proc.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+
+    results = [r for out in outs for r in json.loads(out.read_text())]
+    assert {r["status"] for r in results} <= {"ingested", "skipped", "in_progress"}, results
+    ingested = Counter(r["sha256"] for r in results if r["status"] == "ingested")
+    assert len(ingested) == 30 and set(ingested.values()) == {1}, ingested
+    rows = lake.ledger_rows()
+    assert len(rows) == 31 and {r.status for r in rows} == {SUCCEEDED}
+    lake.check(expected)
+    assert len(lake.txn_commits()) < 31
+    lake.maintained_clean()
+
+
+# -- 4. a worker frozen after staging -------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_worker_stalled_after_staging_is_overtaken_and_its_data_file_is_cleaned_as_an_orphan(
+    lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    expected = seeded(lake) | lake.expected_ids(1)
+    [path] = lake.files(1)
+    out = tmp_path / "stalled.json"
+    stalled = run_worker(lake, [path], out, point="after_stage:stop", monkeypatch=monkeypatch,
+                         threads=1)
+    try:
+        wait_stopped(stalled)
+        assert len(lake.staged()) == 1
+        time.sleep(LEASE + 0.2)  # frozen past its lease
+        with Session(lake.config()) as session:
+            rival = session.ingest_one(session.list_sources([path])[0])
+        assert rival.status == "ingested", rival.error
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+        stalled.join(60)
+        if stalled.is_alive():
+            stalled.kill()
+            stalled.join()
+    assert stalled.exitcode == 0
+    [first] = json.loads(out.read_text())
+    assert (first["status"], first["delta_version"]) == ("ingested", rival.delta_version), first
+    lake.check(expected)
+    assert len(lake.data_files()) == len(lake.referenced()) + 1  # the stalled one's data file
+    assert lake.maintained_clean()["orphans_deleted"] == 1
