@@ -399,6 +399,15 @@ def wait_stopped(proc: Any, timeout: float = 60) -> None:
     raise AssertionError(f"the worker did not reach its stall point (exit {proc.exitcode})")
 
 
+def thaw(proc: Any, timeout: float = 60) -> None:
+    """Let a stopped worker run on (SIGCONT) and wait for it to end; kill it if it does not."""
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
 # -- the event path: threads calling `ingest_one`, as a Functions worker runs invocations --
 
 

@@ -16,10 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
-import os
 import random
 import shutil
-import signal
 import threading
 import time
 from collections import Counter
@@ -37,6 +35,7 @@ from exactly_once import (
     ingest_on_threads,
     ledger_uri,
     log_commits,
+    thaw,
     wait_stopped,
 )
 from helpers import write_parquet
@@ -517,11 +516,7 @@ def test_worker_stalled_after_staging_is_overtaken_and_its_data_file_is_cleaned_
             rival = session.ingest_one(session.list_sources([path])[0])
         assert rival.status == "ingested", rival.error
     finally:
-        os.kill(stalled.pid, signal.SIGCONT)
-        stalled.join(60)
-        if stalled.is_alive():
-            stalled.kill()
-            stalled.join()
+        thaw(stalled)
     assert stalled.exitcode == 0
     [first] = json.loads(out.read_text())
     assert (first["status"], first["delta_version"]) == ("ingested", rival.delta_version), first

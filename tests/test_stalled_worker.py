@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
-from exactly_once import check_exactly_once, ledger_uri, wait_stopped
+from exactly_once import check_exactly_once, ledger_uri, thaw, wait_stopped
 from helpers import write_parquet
 
 from ingest_core import IdempotentIngestor, StorageConfig
@@ -82,11 +80,7 @@ def test_worker_stalled_past_its_lease_is_overtaken_and_adds_no_duplicate(
             rival = ing.run(ing.list_sources(paths))
         assert rival.ingested == 2, rival.files
     finally:
-        os.kill(stalled.pid, signal.SIGCONT)
-        stalled.join(60)
-        if stalled.is_alive():
-            stalled.kill()
-            stalled.join()
+        thaw(stalled)
     assert stalled.exitcode == 0
 
     with IdempotentIngestor(table=table_uri, ledger=ledger,
