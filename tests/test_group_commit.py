@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import random
 import shutil
+import signal
 import threading
 import time
 from collections import Counter
@@ -46,7 +47,7 @@ from ingest_core.delta.data_files import write_file
 from ingest_core.delta.group_commit import ORPHANS, STAGING, GroupCommit
 from ingest_core.delta.log import LOG_FOLDER
 from ingest_core.delta.maintain import maintain
-from ingest_core.delta.store import LocalStore
+from ingest_core.delta.store import LocalStore, store_for
 from ingest_core.delta.target import APP_ID_PREFIX, METADATA_KEY, TableRef, app_id
 from ingest_core.ledger import SUCCEEDED, open_ledger
 from ingest_core.session import Session
@@ -153,12 +154,35 @@ class Lake:
     def referenced(self) -> set[str]:
         return {uri.rsplit("/", 1)[-1] for uri in self.delta().file_uris()}
 
-    def maintained_clean(self) -> dict[str, int]:
-        """Maintenance of the staging area; then nothing staged and every data file referenced."""
+    def named_by_staging(self) -> set[str]:
+        """The data files that staged intents and orphan records name."""
+        store = store_for(self.table, self.storage)
+        records = {**store.records(STAGING), **store.records(ORPHANS)}
+        return {json.loads(raw)["add"]["path"] for raw in records.values()}
+
+    def maintained_clean(
+        self, expected_ids: set[int] | None, cut: set[str] | None = None
+    ) -> dict[str, int]:
+        """Maintenance of the staging area; then still exactly once, nothing staged, and
+        every data file referenced.
+
+        `expected_ids`: None for a table written without a ledger.
+        `cut`: data files a kill left with no intent naming them (uploads cut
+        short): not the staging area's to delete, they are left to vacuum.
+        """
         report = maintain(self.config(), compact=False, checkpoint=False, staging_after_s=0)
+        if expected_ids is not None:  # what maintenance committed of the staged files included
+            self.check(expected_ids)
         assert self.staged() == []
-        assert self.data_files() == self.referenced(), "data files the table does not reference"
         assert [p for p in self.folder() if p.startswith(ORPHANS)] == []
+        left = self.data_files() - self.referenced()
+        assert left <= (cut or set()), f"data files the table does not reference: {left}"
+        if left:  # a full vacuum deletes them (the lite one maintenance runs does not)
+            deleted = self.delta().vacuum(
+                retention_hours=0, dry_run=False, enforce_retention_duration=False, full=True
+            )
+            assert {p.rsplit("/", 1)[-1] for p in deleted} == left
+            assert self.data_files() == self.referenced()
         return report.staging
 
 
@@ -228,6 +252,7 @@ def test_threads_of_one_process_share_commits_and_land_each_content_once(lake: L
         if result.status == "ingested":
             assert result.delta_version == version_of[result.sha256], result
             assert result.rows == ROWS
+    lake.maintained_clean(lake.expected_ids(40))
 
 
 # -- 5. the log the group commit writes, as delta-rs reads it ------------------------------
@@ -329,7 +354,8 @@ def test_a_group_commit_finds_a_content_delta_rs_committed_meanwhile_and_adds_no
     assert lake.delta().version() == 1
     assert lake.ids() == Counter([-1, 7, 8, 9])
     # its staged data file was never committed: maintenance deletes it
-    assert lake.maintained_clean() == {"committed": 0, "orphans_deleted": 1}
+    assert lake.maintained_clean(None) == {"committed": 0, "orphans_deleted": 1}
+    assert lake.ids() == Counter([-1, 7, 8, 9])
 
 
 # -- 6. the cost of a group commit does not grow with the table's history -------------------
@@ -493,7 +519,59 @@ def test_processes_racing_on_the_same_files_land_each_content_once(lake: Lake, t
     assert len(rows) == 31 and {r.status for r in rows} == {SUCCEEDED}
     lake.check(expected)
     assert len(lake.txn_commits()) < 31
-    lake.maintained_clean()
+    lake.maintained_clean(expected)
+
+
+# -- 3. killed at the group commit's crash points, then redelivered ---------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_stage", "during_group_commit", "after_group_commit"])
+def test_worker_killed_in_the_group_commit_is_recovered_by_redelivery_exactly_once(
+    lake: Lake, point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    expected = seeded(lake) | lake.expected_ids(4)
+    before = lake.txn_commits()
+    paths = lake.files(4)
+    shas = {hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in paths}
+    # at the commit points, the first committer holds every file of the worker in its group
+    hold = 0 if point == "after_stage" else len(paths)
+    proc = run_worker(lake, paths, tmp_path / "killed.json", point=point,
+                      monkeypatch=monkeypatch, threads=4, hold_until_staged=hold)
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL, f"not killed at {point} (exit {proc.exitcode})"
+
+    new = {v: s for v, s in lake.txn_commits().items() if v not in before}
+    processing = {r.sha256 for r in lake.ledger_rows() if r.status == "processing"}
+    if point == "after_group_commit":
+        assert [sorted(s) for s in new.values()] == [sorted(shas)]  # one commit carried all
+        assert processing == shas  # committed, not yet completed
+        assert len(lake.staged()) == 4  # not yet retired
+    elif point == "during_group_commit":
+        assert new == {}
+        assert len(lake.staged()) == 4  # the committer's group: every file of the worker
+        assert processing == shas
+    else:
+        assert new == {}
+        assert 1 <= len(lake.staged()) <= 4
+        assert processing and processing <= shas
+    lake.check(None, settled=False)
+    # data files of stages the kill cut short, before their intent was written
+    cut = lake.data_files() - lake.referenced() - lake.named_by_staging()
+
+    time.sleep(LEASE + 0.2)  # the dead worker's leases run out
+    with Session(lake.config()) as session:
+        files = {f.uri: f for f in session.list_sources(paths)}
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda p: session.ingest_one(files[p]), paths * 2))
+    assert sorted(r.status for r in results) == ["ingested"] * 4 + ["skipped"] * 4, [
+        (r.path, r.status, r.error) for r in results
+    ]
+    rows = lake.ledger_rows()
+    assert {r.status for r in rows} == {SUCCEEDED}
+    assert all(r.delta_version is not None for r in rows)
+    lake.check(expected)
+    lake.maintained_clean(expected, cut)
 
 
 # -- 4. a worker frozen after staging -------------------------------------------------------
@@ -522,4 +600,5 @@ def test_worker_stalled_after_staging_is_overtaken_and_its_data_file_is_cleaned_
     assert (first["status"], first["delta_version"]) == ("ingested", rival.delta_version), first
     lake.check(expected)
     assert len(lake.data_files()) == len(lake.referenced()) + 1  # the stalled one's data file
-    assert lake.maintained_clean()["orphans_deleted"] == 1
+    assert lake.maintained_clean(expected)["orphans_deleted"] == 1
+

@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -103,6 +103,8 @@ class GroupCommit:
         self._preparing = 0
         self._prepared = threading.Condition()
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="staging-cleaner")
+        self._retiring: list[Future[None]] = []
+        """Retires submitted to the cleaner and not yet seen done (`clean` waits for them)."""
 
     def find(self, sha256: str) -> Committed | None:
         """The commit that carried `sha256`, reading the log up to now first."""
@@ -222,6 +224,7 @@ class GroupCommit:
                 counts["committed"] = sum(
                     1 for c in self.log.landed.values() if before < c.version <= version
                 )
+        self._wait_retired()  # the intents just retired leave their orphan records first
         orphans = self.store.names(ORPHANS)
         if not orphans:
             return counts
@@ -323,7 +326,15 @@ class GroupCommit:
                     self.store.write(ORPHANS + intent.name, intent.to_json())
             self.store.delete_all([STAGING + i.name for i in done])
 
-        self._cleaner.submit(retire)
+        self._retiring = [f for f in self._retiring if not f.done()]
+        self._retiring.append(self._cleaner.submit(retire))
+
+    def _wait_retired(self) -> None:
+        """Wait until the retires submitted so far have written their orphan records."""
+        with self._lock:
+            pending = list(self._retiring)
+        for future in pending:
+            future.result()
 
 
 def _delta_schema_string(schema: pa.Schema) -> str:
