@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import os
 import random
 import shutil
 import signal
@@ -40,7 +41,9 @@ from exactly_once import (
     wait_stopped,
 )
 from helpers import write_parquet
+from test_function_app import BLOB_ENDPOINT, grid_event
 
+import function_app
 from ingest_core import IngestConfig, StorageConfig
 from ingest_core.config import table_key
 from ingest_core.delta.data_files import write_file
@@ -49,6 +52,7 @@ from ingest_core.delta.log import LOG_FOLDER
 from ingest_core.delta.maintain import maintain
 from ingest_core.delta.store import LocalStore, store_for
 from ingest_core.delta.target import APP_ID_PREFIX, METADATA_KEY, TableRef, app_id
+from ingest_core.events import build_blob_created
 from ingest_core.ledger import SUCCEEDED, open_ledger
 from ingest_core.session import Session
 
@@ -602,3 +606,73 @@ def test_worker_stalled_after_staging_is_overtaken_and_its_data_file_is_cleaned_
     assert len(lake.data_files()) == len(lake.referenced()) + 1  # the stalled one's data file
     assert lake.maintained_clean(expected)["orphans_deleted"] == 1
 
+
+# -- 7. the Functions app: concurrent invocations in one worker process ------------------------
+
+
+@pytest.fixture
+def app_landing(lake: Lake, azurite: str, unique_name: str, monkeypatch: pytest.MonkeyPatch):
+    """App settings naming the lake's table and ledger; a landing container on Azurite."""
+    from azure.storage.blob import BlobServiceClient
+
+    from ingest_core import functions
+
+    for name in list(os.environ):
+        if name.startswith("INGEST_"):
+            monkeypatch.delenv(name)
+    container = BlobServiceClient.from_connection_string(azurite).create_container(
+        f"{unique_name}-in"
+    )
+    settings = {
+        "INGEST_TABLE_URI": lake.table,
+        "INGEST_LEDGER_URI": lake.ledger,
+        "INGEST_STORAGE_CONNECTION": azurite,
+        "INGEST_LANDING_PATH": f"{unique_name}-in/{{name}}",
+        "INGEST_MAINTENANCE_SCHEDULE": "0 */15 * * * *",
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    functions.app_config.cache_clear()
+    config = functions.app_config()
+    try:
+        yield container
+    finally:
+        session = functions._sessions.pop(config, None)
+        if session is not None:
+            session.close()
+        functions.app_config.cache_clear()
+        container.delete_container()
+
+
+@pytest.mark.slow
+@pytest.mark.azurite
+def test_concurrent_invocations_share_commits_and_each_returns_once_its_rows_are_in(
+    lake: Lake, app_landing, tmp_path: Path
+):
+    blobs = {}
+    for i, path in enumerate(lake.files(30)):
+        data = Path(path).read_bytes()
+        name = f"in/{Path(path).name}"
+        app_landing.upload_blob(name, data)
+        blobs[name] = (data, set(range(i * ROWS, (i + 1) * ROWS)))
+    calls = [("event", name) for name in blobs] + [("blob", name) for name in list(blobs)[:10]]
+    random.Random(7).shuffle(calls)
+
+    def invoke(call: tuple[str, str]) -> bool:
+        trigger, name = call
+        data, ids = blobs[name]
+        if trigger == "event":
+            url = f"{BLOB_ENDPOINT}/{app_landing.container_name}/{name}"
+            event = build_blob_created(url, content_length=len(data))
+            function_app.ingest_replay(grid_event(event))
+        else:
+            function_app.ingest_on_arrival(app_landing.get_blob_client(name))
+        return ids <= set(lake.ids())  # read as soon as the invocation returns
+
+    with ThreadPoolExecutor(12) as pool:
+        visible = list(pool.map(invoke, calls))
+    assert all(visible), [c for c, v in zip(calls, visible, strict=True) if not v]
+    rows = lake.ledger_rows()
+    assert len(rows) == 30 and {r.status for r in rows} == {SUCCEEDED}
+    lake.check(lake.expected_ids(30))
+    assert len(lake.txn_commits()) < 30
