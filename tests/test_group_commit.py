@@ -578,6 +578,37 @@ def test_worker_killed_in_the_group_commit_is_recovered_by_redelivery_exactly_on
     lake.maintained_clean(expected, cut)
 
 
+@pytest.mark.slow
+def test_a_committed_data_file_compacted_away_is_kept_for_the_versions_that_hold_it(
+    lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Intents left staged by a committer killed after its commit are retired by the next
+    committer as orphans (it finds their contents in its base, their files unknown). Once
+    compaction has replaced those files in the latest version, maintenance must still not
+    delete them: the versions before the compaction read them (time travel, old snapshots).
+    """
+    seeded(lake)
+    paths = lake.files(4)
+    proc = run_worker(lake, paths, tmp_path / "killed.json", point="after_group_commit",
+                      monkeypatch=monkeypatch, threads=4, hold_until_staged=4)
+    proc.join(120)
+    assert proc.exitcode == -signal.SIGKILL
+    committed = lake.delta().version()
+    rows = lake.delta().to_pyarrow_table().num_rows
+    assert len(lake.staged()) == 4
+    group = GroupCommit(lake.ref)  # a later invocation's commit finds the leftovers landed
+    try:
+        group.table_schema()
+        group.commit(stage(group, [5000], tmp_path))
+    finally:
+        group.close()
+    assert lake.staged() == []
+    maintain(lake.config(), compact=True, checkpoint=False, staging_after_s=None)
+    maintain(lake.config(), compact=False, checkpoint=False, staging_after_s=0)
+    before = DeltaTable(lake.table, version=committed, storage_options=lake.ref.storage_options())
+    assert before.to_pyarrow_table().num_rows == rows
+
+
 # -- 4. a worker frozen after staging -------------------------------------------------------
 
 

@@ -37,11 +37,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from ingest_core.delta.data_files import delta_schema, file_stats
 from ingest_core.delta.log import Committed, DeltaLog
 from ingest_core.delta.store import TableStore, store_for
-from ingest_core.delta.target import TableRef, app_id
+from ingest_core.delta.target import HISTORY_SEARCH_LIMIT, METADATA_KEY, TableRef, app_id
 from ingest_core.faults import crash_point
 
 STAGING = "_ingest_staging/"
@@ -212,8 +213,11 @@ class GroupCommit:
         """Maintenance of the staging area: commit what was left staged, delete orphaned data files.
 
         Intents older than `older_than_s` are committed (their owners died after
-        staging); an orphan record's data file is deleted once no version of the
-        table references it. Returns counts: `committed`, `orphans_deleted`.
+        staging); an orphan record's data file is deleted when the latest version
+        does not reference it and no commit in the recent history carried it (a
+        committer that found the content in its base snapshot records its own
+        committed file as an orphan; compaction may since have replaced it, but
+        older versions still read it). Returns counts: `committed`, `orphans_deleted`.
         """
         counts = {"committed": 0, "orphans_deleted": 0}
         staged = self._staged()
@@ -231,6 +235,7 @@ class GroupCommit:
         table = self.ref.load()
         referenced = set(table.file_uris()) if table is not None else set()
         referenced_names = {uri.rsplit("/", 1)[-1] for uri in referenced}
+        committed: set[str] | None = None
         for record in orphans:
             raw = self.store.read(record)
             if raw is None:
@@ -238,9 +243,13 @@ class GroupCommit:
             intent = Intent.from_json(raw)
             if time.time() - intent.staged_at < older_than_s:
                 continue
-            if intent.add["path"].rsplit("/", 1)[-1] not in referenced_names:
-                self.store.delete(intent.add["path"])
-                counts["orphans_deleted"] += 1
+            name = intent.add["path"].rsplit("/", 1)[-1]
+            if name not in referenced_names:
+                if committed is None:
+                    committed = _committed_files(table)
+                if name not in committed:
+                    self.store.delete(intent.add["path"])
+                    counts["orphans_deleted"] += 1
             self.store.delete(record)
         return counts
 
@@ -335,6 +344,18 @@ class GroupCommit:
             pending = list(self._retiring)
         for future in pending:
             future.result()
+
+
+def _committed_files(table: DeltaTable | None) -> set[str]:
+    """The names of the data files the ingest commits in the table's recent history carried."""
+    if table is None:
+        return set()
+    names = set()
+    for commit in table.history(HISTORY_SEARCH_LIMIT):
+        for entry in json.loads(str(commit.get(METADATA_KEY) or "[]")):
+            if entry.get("file"):
+                names.add(str(entry["file"]).rsplit("/", 1)[-1])
+    return names
 
 
 def _delta_schema_string(schema: pa.Schema) -> str:
