@@ -152,8 +152,11 @@ class Lake:
                 if p.endswith(".parquet") and not p.startswith(LOG_FOLDER)}
 
     def staged(self) -> list[str]:
-        """Intents waiting under `_ingest_staging/` (orphan records left out)."""
-        return [p for p in self.folder() if p.startswith(STAGING) and not p.startswith(ORPHANS)]
+        """Intents waiting under `_ingest_staging/` (orphan records left out, and the hidden
+        temp file of a local intent whose write a kill cut short: no intent, as no listing
+        shows it)."""
+        return [p for p in self.folder() if p.startswith(STAGING) and not p.startswith(ORPHANS)
+                and not p.rsplit("/", 1)[-1].startswith(".")]
 
     def referenced(self) -> set[str]:
         return {uri.rsplit("/", 1)[-1] for uri in self.delta().file_uris()}
