@@ -13,6 +13,13 @@ ends (delta-rs commits only after its end). delta-rs writes data
 files on its own threads, a batch or two behind the stream, so the kill waits
 `WRITE_SETTLE_S` for it to catch up: it then finds data files written that no
 commit references, as a crash in the middle of a write leaves them.
+
+The event path's group commit (`delta.group_commit`) adds three points:
+`after_stage` fires once a file's data file and intent are under the table
+folder, before any commit; `during_group_commit` once a committer has chosen
+the staged files of its group (other invocations' included), before it writes
+the next log version; `after_group_commit` once that version is written,
+before the intents are retired and the ledger rows completed.
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow as pa
 
-POINTS = ("after_hash", "after_claim", "during_write", "after_commit", "during_complete")
+POINTS = (
+    "after_hash",
+    "after_claim",
+    "during_write",
+    "after_commit",
+    "during_complete",
+    "after_stage",
+    "during_group_commit",
+    "after_group_commit",
+)
 WRITE_SETTLE_S = 0.3
 
 _POINT, _, _ACTION = (os.environ.get("INGEST_FAULT_POINT") or "").partition(":")

@@ -389,3 +389,81 @@ def run_race(
         race_s=race_s,
         replay_s=time.monotonic() - started,
     )
+
+
+def wait_stopped(proc: Any, timeout: float = 60) -> None:
+    """Wait until the worker is in the stopped state (T); fail at once if it exits instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.is_alive():
+        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the worker did not reach its stall point (exit {proc.exitcode})")
+
+
+def thaw(proc: Any, timeout: float = 60) -> None:
+    """Let a stopped worker run on (SIGCONT) and wait for it to end; kill it if it does not."""
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+
+
+# -- the event path: threads calling `ingest_one`, as a Functions worker runs invocations --
+
+
+def ingest_on_threads(
+    table: str,
+    ledger: str,
+    paths: list[str],
+    options: dict[str, Any],
+    connection: str | None,
+    out: str,
+    *,
+    threads: int = 4,
+    hold_until_staged: int = 0,
+    go: str | None = None,
+) -> None:
+    """One worker process: `Session.ingest_one` for each of `paths` on `threads` threads.
+
+    Writes the results (path, status, sha256, delta_version) as JSON to `out`.
+    `hold_until_staged`: keep the table's group commit locked until that many
+    files are staged, so the first commit carries all of them. `go`: wait for
+    this file to exist before starting (several workers start together).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ingest_core import IngestConfig, StorageConfig
+    from ingest_core.delta.group_commit import STAGING
+    from ingest_core.session import Session
+
+    config = IngestConfig(
+        table_uri=table, ledger_uri=ledger, storage=StorageConfig(connection_string=connection),
+        **options,
+    )
+    with Session(config) as session:
+        files = {f.uri: f for f in session.list_sources(sorted(set(paths)))}
+        group = session.ingestor(config).group
+        group.table_schema()  # the table is known before the lock is taken
+        if go is not None:
+            _append_line(Path(out + ".ready"), {"ready": True})
+            while not Path(go).exists():
+                time.sleep(0.01)
+        with ThreadPoolExecutor(threads) as pool:
+            if hold_until_staged:
+                group._lock.acquire()
+            futures = [pool.submit(session.ingest_one, files[p]) for p in paths]
+            if hold_until_staged:
+                deadline = time.monotonic() + 60
+                while len(group.store.records(STAGING)) < hold_until_staged:
+                    assert time.monotonic() < deadline, "the files were not staged in 60 s"
+                    time.sleep(0.01)
+                group._lock.release()
+            results = [f.result() for f in futures]
+    Path(out).write_text(json.dumps([
+        {"path": r.path, "status": r.status, "sha256": r.sha256, "delta_version": r.delta_version,
+         "error": r.error}
+        for r in results
+    ]))

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import signal
 import time
 from pathlib import Path
 
 import pytest
-from exactly_once import check_exactly_once, ledger_uri
+from exactly_once import check_exactly_once, ledger_uri, thaw, wait_stopped
 from helpers import write_parquet
 
 from ingest_core import IdempotentIngestor, StorageConfig
@@ -34,17 +32,6 @@ def _ingest_and_report(
     with IdempotentIngestor(table=table, ledger=ledger, storage=storage, **options) as ing:
         stats = ing.run(ing.list_sources(paths))
     Path(out).write_text(json.dumps(stats.to_dict()))
-
-
-def _wait_stopped(proc: multiprocessing.process.BaseProcess, timeout: float = 60) -> None:
-    """Wait until the worker is in the stopped state (T); fail at once if it exits instead."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.is_alive():
-        state = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "T":
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"the worker did not reach its stall point (exit {proc.exitcode})")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("azure_table", marks=pytest.mark.azurite)])
@@ -86,18 +73,14 @@ def test_worker_stalled_past_its_lease_is_overtaken_and_adds_no_duplicate(
     stalled.start()
     monkeypatch.delenv("INGEST_FAULT_POINT")
     try:
-        _wait_stopped(stalled)
+        wait_stopped(stalled)
         time.sleep(LEASE + 0.2)  # frozen past its lease
         storage = StorageConfig(connection_string=connection)
         with IdempotentIngestor(table=table_uri, ledger=ledger, storage=storage, **options) as ing:
             rival = ing.run(ing.list_sources(paths))
         assert rival.ingested == 2, rival.files
     finally:
-        os.kill(stalled.pid, signal.SIGCONT)
-        stalled.join(60)
-        if stalled.is_alive():
-            stalled.kill()
-            stalled.join()
+        thaw(stalled)
     assert stalled.exitcode == 0
 
     with IdempotentIngestor(table=table_uri, ledger=ledger,

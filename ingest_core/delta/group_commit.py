@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,11 +37,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from ingest_core.delta.data_files import delta_schema, file_stats
 from ingest_core.delta.log import Committed, DeltaLog
 from ingest_core.delta.store import TableStore, store_for
-from ingest_core.delta.target import TableRef, app_id
+from ingest_core.delta.target import HISTORY_SEARCH_LIMIT, METADATA_KEY, TableRef, app_id
 from ingest_core.faults import crash_point
 
 STAGING = "_ingest_staging/"
@@ -103,6 +104,8 @@ class GroupCommit:
         self._preparing = 0
         self._prepared = threading.Condition()
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="staging-cleaner")
+        self._retiring: list[Future[None]] = []
+        """Retires submitted to the cleaner and not yet seen done (`clean` waits for them)."""
 
     def find(self, sha256: str) -> Committed | None:
         """The commit that carried `sha256`, reading the log up to now first."""
@@ -213,8 +216,11 @@ class GroupCommit:
         """Maintenance of the staging area: commit what was left staged, delete orphaned data files.
 
         Intents older than `older_than_s` are committed (their owners died after
-        staging); an orphan record's data file is deleted once no version of the
-        table references it. Returns counts: `committed`, `orphans_deleted`.
+        staging); an orphan record's data file is deleted when the latest version
+        does not reference it and no commit in the recent history carried it (a
+        committer that found the content in its base snapshot records its own
+        committed file as an orphan; compaction may since have replaced it, but
+        older versions still read it). Returns counts: `committed`, `orphans_deleted`.
         """
         counts = {"committed": 0, "orphans_deleted": 0}
         staged = self._staged()
@@ -225,12 +231,14 @@ class GroupCommit:
                 counts["committed"] = sum(
                     1 for c in self.log.landed.values() if before < c.version <= version
                 )
+        self._wait_retired()  # the intents just retired leave their orphan records first
         orphans = self.store.names(ORPHANS)
         if not orphans:
             return counts
         table = self.ref.load()
         referenced = set(table.file_uris()) if table is not None else set()
         referenced_names = {uri.rsplit("/", 1)[-1] for uri in referenced}
+        committed: set[str] | None = None
         for record in orphans:
             raw = self.store.read(record)
             if raw is None:
@@ -238,9 +246,13 @@ class GroupCommit:
             intent = Intent.from_json(raw)
             if time.time() - intent.staged_at < older_than_s:
                 continue
-            if intent.add["path"].rsplit("/", 1)[-1] not in referenced_names:
-                self.store.delete(intent.add["path"])
-                counts["orphans_deleted"] += 1
+            name = intent.add["path"].rsplit("/", 1)[-1]
+            if name not in referenced_names:
+                if committed is None:
+                    committed = _committed_files(table)
+                if name not in committed:
+                    self.store.delete(intent.add["path"])
+                    counts["orphans_deleted"] += 1
             self.store.delete(record)
         return counts
 
@@ -326,7 +338,27 @@ class GroupCommit:
                     self.store.write(ORPHANS + intent.name, intent.to_json())
             self.store.delete_all([STAGING + i.name for i in done])
 
-        self._cleaner.submit(retire)
+        self._retiring = [f for f in self._retiring if not f.done()]
+        self._retiring.append(self._cleaner.submit(retire))
+
+    def _wait_retired(self) -> None:
+        """Wait until the retires submitted so far have written their orphan records."""
+        with self._lock:
+            pending = list(self._retiring)
+        for future in pending:
+            future.result()
+
+
+def _committed_files(table: DeltaTable | None) -> set[str]:
+    """The names of the data files the ingest commits in the table's recent history carried."""
+    if table is None:
+        return set()
+    names = set()
+    for commit in table.history(HISTORY_SEARCH_LIMIT):
+        for entry in json.loads(str(commit.get(METADATA_KEY) or "[]")):
+            if entry.get("file"):
+                names.add(str(entry["file"]).rsplit("/", 1)[-1])
+    return names
 
 
 def _delta_schema_string(schema: pa.Schema) -> str:

@@ -91,12 +91,15 @@ class GroupPath:
             staged = self._stage(work, group)
         if isinstance(staged, IngestResult):
             return staged
-        intent, rows = staged
+        intent, _ = staged
         try:
             committed = group.commit(intent)
         except StagedSchemaError as exc:
             return self._settler.error(work, exc, retryable=True)
-        return self._settler.ingested(work, committed.version, committed.rows or rows)
+        if committed.rows is None:  # found in the log's base snapshot: its version is unknown
+            with self._committer.lock:
+                return self._committer.settle_found(work, committed.version, None)
+        return self._settler.ingested(work, committed.version, committed.rows)
 
     def _stage(self, work: Work, group: GroupCommit) -> tuple[Intent, int] | IngestResult:
         """Read, conform and stage one file; its result instead when it goes another way."""
