@@ -49,13 +49,22 @@ STAGING = "_ingest_staging/"
 ORPHANS = STAGING + "orphans/"
 LOST = "lost"
 """What an attempt returns when another writer took the version it tried."""
+WAIT = "wait"
+"""What an attempt returns when it paced itself (others' files are on their way)."""
 COMMIT_ATTEMPTS = 20
-LINGER_S = 0.1
+"""Lost races for the next version before a commit gives up (the platform retries it)."""
+LINGER_S = 0.25
 """How long a commit waits for this process's other invocations still preparing their files.
 
 Only while some are (PostgreSQL's commit_delay with commit_siblings): a lone
 event commits at once."""
-"""Lost races for the next version before a commit gives up (the platform retries it)."""
+COMMIT_GAP_S = 0.3
+"""Under a surge, the least time between two commits of a table.
+
+Applied only when other writers' files are staged too (a surge across
+processes): the commit then waits until this long after the latest one, so
+it carries what arrived meanwhile. A lone event finds no one else's file
+staged and commits at once."""
 
 
 class StagedSchemaError(Exception):
@@ -185,15 +194,19 @@ class GroupCommit:
             carried = self.log.landed.get(intent.sha256)  # by this process's last commit
             if carried is not None:
                 return carried
+            paced = False
             for _ in range(COMMIT_ATTEMPTS):
                 self.log.refresh()
                 found = self.log.find(intent.sha256, since=intent.checked_at)
                 if found is not None:
                     return found
                 self._linger()
-                committed = self._commit_staged(must=intent)
+                committed = self._commit_staged(must=intent, pace=not paced)
                 if isinstance(committed, Committed):
                     return committed
+                if committed == WAIT:  # once a call: no commit waits for ever
+                    paced = True
+                    time.sleep(max(0.0, self.log.tip_time + COMMIT_GAP_S - time.time()))
         raise TimeoutError(
             f"{intent.path}: lost {COMMIT_ATTEMPTS} races for the next Delta version; retry"
         )
@@ -258,10 +271,14 @@ class GroupCommit:
 
     # -- one attempt -------------------------------------------------------------------
 
-    def _commit_staged(self, must: Intent | None) -> Committed | str | None:
-        """One attempt at the next version: its commit, `LOST` (another writer won), or None."""
+    def _commit_staged(self, must: Intent | None, pace: bool = True) -> Committed | str | None:
+        """One attempt at the next version: its commit, `LOST` (another writer won), `WAIT`
+        (paced: others' files are on their way, see `COMMIT_GAP_S`), or None (no work)."""
         staged = self._staged()
         if must is not None:
+            others = any(sha != must.sha256 for sha in staged)
+            if pace and others and time.time() - self.log.tip_time < COMMIT_GAP_S:
+                return WAIT
             mine = staged.setdefault(must.sha256, [])
             mine[:] = [must, *(i for i in mine if i.name != must.name)]
         chosen: list[Intent] = []

@@ -79,6 +79,8 @@ class DeltaLog:
     """The latest version this log has read (or written)."""
     landed: dict[str, Committed] = field(default_factory=dict)
     """sha256 -> its commit, for contents committed after `base_version`."""
+    tip_time: float = 0.0
+    """When the latest commit read was made (epoch seconds; 0: none read)."""
     _stale: bool = True
     _tip_seen_at: float = 0.0
 
@@ -170,8 +172,11 @@ class DeltaLog:
             if "txn" in action and action["txn"]["appId"].startswith(APP_ID_PREFIX):
                 shas.append(action["txn"]["appId"][len(APP_ID_PREFIX):])
             elif "commitInfo" in action:
-                for entry in json.loads(action["commitInfo"].get(METADATA_KEY) or "[]"):
+                info = action["commitInfo"]
+                for entry in json.loads(info.get(METADATA_KEY) or "[]"):
                     files[entry.get("sha256")] = entry
+                if isinstance(info.get("timestamp"), int):
+                    self.tip_time = info["timestamp"] / 1000
             elif "metaData" in action or "protocol" in action:
                 self._stale = True
         for sha in shas:
