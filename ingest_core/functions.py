@@ -8,8 +8,18 @@ should do:
 | ------------------------------ | ---------------------- | -------------------------------------- |
 | ingested, skipped (duplicate)  | returns                | the content is in the table            |
 | quarantined (corrupt, schema)  | returns                | a retry cannot help: no poison loop    |
-| in_progress, failed            | raises                 | the platform retries later             |
+| failed                         | raises                 | the platform retries later             |
+| in_progress (blob trigger)     | raises                 | its queue retries later                |
+| in_progress (Event Grid)       | returns                | its lease holder finishes it (below)   |
 | event ignored, refused, gone   | returns                | nothing to fetch; logged with a reason |
+
+Event Grid waits 30 s for an answer, then delivers the event again: a large
+file outlives that window, and each redelivery would find the file held by
+the first invocation. The Event Grid trigger therefore answers `in_progress`
+with success: the invocation holding the lease finishes the file, and if it
+dies its row's lease runs out and the maintenance timer re-drives it (the
+ledger's `due` rows). Nothing is lost, and a slow file is not a storm of
+failing retries. The blob trigger still raises: its own queue retries.
 
 Every file gets one JSON log line (path, sha256, status, rows, duration,
 Delta version), with query strings and keys stripped.
@@ -238,7 +248,8 @@ def _ingest(
         _log_drop(Verdict("ignore", None, reason, verdict.event_id), trigger)
         return None
     log_result(result, trigger=trigger, event_id=verdict.event_id)
-    raise_for_platform(result)
+    if not (trigger == "event_grid" and result.status == "in_progress"):
+        raise_for_platform(result)
     return result
 
 
@@ -259,7 +270,8 @@ def _ingest_directory(verdict: Verdict, config: IngestConfig) -> IngestResult | 
         log_result(result, trigger="event_grid", event_id=verdict.event_id)
         results.append(result)
     for result in results:
-        raise_for_platform(result)
+        if result.status != "in_progress":
+            raise_for_platform(result)
     return results[-1] if results else None
 
 
