@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from exactly_once import ledger_uri
-from helpers import read_table, run_cli, write_text
+from helpers import id_counts, read_table, run_cli, write_text
 
 from ingest_core import IdempotentIngestor, StorageConfig
 from ingest_core.ledger import FAILED, QUARANTINED, SUCCEEDED
@@ -310,3 +310,22 @@ def test_unreachable_ledger_exits_2_and_writes_nothing(kind, request, tmp_path, 
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ingest: error: ") and says in line, line
     assert not table.exists() and not os.path.exists(str(table) + ".ledger.sqlite")
+
+
+def test_a_source_holding_the_table_never_ingests_the_tables_own_files(tmp_path: Path):
+    root = tmp_path / "r"
+    write_text(root / "orders.csv", "id,amount\n1,1.5\n2,2.5\n3,3.5\n")
+    table = str(root / "lake" / "orders")
+    for _ in range(3):
+        done = run_cli("run", str(root), "--table", table, "--json")
+        assert done.returncode == 0, done.stderr
+    assert sum(id_counts(table).values()) == 3  # not the table's parquet files, nor its ledger
+
+
+def test_a_source_inside_the_table_exits_2(tmp_path: Path):
+    write_text(tmp_path / "in" / "a.csv", "id\n1\n")
+    table = str(tmp_path / "lake" / "t")
+    assert run_cli("run", str(tmp_path / "in"), "--table", table).returncode == 0
+    inside = run_cli("run", table, "--table", table)
+    assert inside.returncode == 2
+    assert "is inside the Delta table" in inside.stderr and "Traceback" not in inside.stderr

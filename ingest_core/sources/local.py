@@ -12,27 +12,52 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingest_core.errors import SourceChangedError, SourceGoneError
+from ingest_core.errors import ConfigurationError, SourceChangedError, SourceGoneError
 from ingest_core.hashing import file_sha256
 from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
 from ingest_core.sources.identity import local_identity
+
+LEDGER_SUFFIXES = (
+    ".ledger.sqlite", ".ledger.sqlite-wal", ".ledger.sqlite-shm", ".ledger.sqlite-journal",
+)
+"""The default SQLite ledger beside a table, and SQLite's files next to it."""
+
+
+def _refuse_inside_a_table(root: str, base: Path) -> None:
+    folder = base.resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / "_delta_log").is_dir():
+            raise ConfigurationError(
+                f"source {root}: is inside the Delta table {candidate}; a table is never a "
+                "source: point SOURCE at the landing folder"
+            )
 
 
 class LocalSource:
     """Files in a local folder tree (hidden `.x` and `_x` entries are skipped)."""
 
     def list(self, root: str) -> Iterator[SourceFile]:
-        """Every file under `root` (recursive, sorted); `root` may be a single file."""
+        """Every file under `root` (recursive, sorted); `root` may be a single file.
+
+        Delta tables (folders holding `_delta_log`) and ledger files below
+        `root` are never sources: a landing folder that holds the table would
+        otherwise feed the table its own data files. A `root` inside a table
+        is refused.
+        """
         base = Path(root).expanduser()
+        _refuse_inside_a_table(root, base)
         if base.is_file():
             yield SourceFile(uri=str(base.resolve()), relative=base.name, size=base.stat().st_size)
             return
         if not base.is_dir():
             raise FileNotFoundError(f"source {root!r} is neither a file nor a folder")
         for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not is_hidden(d))
+            dirnames[:] = sorted(
+                d for d in dirnames
+                if not is_hidden(d) and not (Path(dirpath) / d / "_delta_log").is_dir()
+            )
             for name in sorted(filenames):
-                if is_hidden(name):
+                if is_hidden(name) or name.endswith(LEDGER_SUFFIXES):
                     continue
                 path = Path(dirpath) / name
                 yield SourceFile(
