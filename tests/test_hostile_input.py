@@ -329,3 +329,17 @@ def test_a_source_inside_the_table_exits_2(tmp_path: Path):
     inside = run_cli("run", table, "--table", table)
     assert inside.returncode == 2
     assert "is inside the Delta table" in inside.stderr and "Traceback" not in inside.stderr
+
+
+def test_dangling_and_looping_links_are_reported_and_the_run_goes_on(tmp_path: Path):
+    landing = tmp_path / "landing"
+    write_text(landing / "good.csv", "id\n1\n")
+    os.symlink(landing / "nowhere.csv", landing / "dangling.csv")
+    os.symlink(landing / "loop.csv", landing / "loop.csv")
+    done = run_cli("run", str(landing), "--table", str(tmp_path / "lake" / "t"), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    by_name = {Path(f["path"]).name: f for f in report["files"]}
+    assert by_name["good.csv"]["status"] == "ingested"
+    assert by_name["dangling.csv"]["status"] == by_name["loop.csv"]["status"] == "failed"
+    assert "Traceback" not in done.stderr

@@ -17,6 +17,25 @@ from ingest_core.hashing import file_sha256
 from ingest_core.sources.base import LocalCopy, SourceFile, is_hidden
 from ingest_core.sources.identity import local_identity
 
+
+def _size(path: Path) -> int | None:
+    """The file's size; None for an entry that cannot be read (a dangling or looping link):
+    listed all the same, so its fetch fails and reports it, and the run goes on."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def _absolute(path: Path) -> Path:
+    """The absolute path, links resolved where they resolve (a looping one stays as it is)."""
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+    return resolved if resolved.exists() else path.absolute()
+
+
 LEDGER_SUFFIXES = (
     ".ledger.sqlite", ".ledger.sqlite-wal", ".ledger.sqlite-shm", ".ledger.sqlite-journal",
 )
@@ -61,9 +80,9 @@ class LocalSource:
                     continue
                 path = Path(dirpath) / name
                 yield SourceFile(
-                    uri=str(path.resolve()),
+                    uri=str(_absolute(path)),
                     relative=path.relative_to(base).as_posix(),
-                    size=path.stat().st_size,
+                    size=_size(path),
                 )
 
     def fetch(self, file: SourceFile, spool_dir: Path) -> LocalCopy:
