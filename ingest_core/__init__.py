@@ -30,6 +30,7 @@ from ingest_core.ingestor import IdempotentIngestor
 from ingest_core.ledger import BaseLedger, FileRecord, open_ledger
 from ingest_core.read_options import ReadOptions
 from ingest_core.results import IngestResult, RunStats
+from ingest_core.session import Session
 
 __all__ = [
     "AttemptsExhaustedError",
@@ -48,6 +49,7 @@ __all__ = [
     "ReadOptions",
     "RunStats",
     "SchemaIncompatibleError",
+    "Session",
     "SourceChangedError",
     "StorageConfig",
     "TransformError",
