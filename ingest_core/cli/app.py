@@ -20,6 +20,9 @@ EXIT_OK, EXIT_FILES_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name="ingest-core", prog_name="ingest", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Ingest landed files into Delta Lake tables, each distinct content exactly once.
 

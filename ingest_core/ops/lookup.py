@@ -1,0 +1,44 @@
+"""Sha256 prefixes as operators type them: `status` prints 12 characters, any 8+ will do."""
+
+from __future__ import annotations
+
+import re
+
+from ingest_core.config import IngestConfig, table_key
+from ingest_core.errors import ConfigurationError
+from ingest_core.ledger import open_ledger
+
+SHA256_PREFIX = re.compile(r"[0-9a-fA-F]{8,64}")
+"""A full sha256 or a prefix of one: 8 to 64 hex digits, either case."""
+
+
+class AmbiguousPrefixError(ConfigurationError):
+    """A sha256 prefix matches more than one content in the ledger."""
+
+
+def expand_sha256(config: IngestConfig, text: str) -> str | None:
+    """The full sha256 that `text` (8-64 hex digits) is a prefix of, in the configured table's
+    rows (or every table's without one); None when `text` is not hex or nothing matches.
+
+    Raises:
+        AmbiguousPrefixError: several contents start with `text`; the message lists them.
+    """
+    if not SHA256_PREFIX.fullmatch(text):
+        return None
+    prefix = text.lower()
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    try:
+        if len(prefix) == 64:
+            return prefix
+        table = table_key(config.table_uri) if config.table_uri else None
+        matches = sorted({r.sha256 for r in ledger.records(table=table)
+                          if r.sha256.startswith(prefix)})
+    finally:
+        ledger.close()
+    if len(matches) > 1:
+        shown = "\n  ".join(matches[:20])
+        raise AmbiguousPrefixError(
+            f"sha256 prefix {prefix} matches {len(matches)} files:\n  {shown}\n"
+            "give more digits"
+        )
+    return matches[0] if matches else None
