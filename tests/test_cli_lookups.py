@@ -63,3 +63,31 @@ def test_release_by_prefix_of_unknown_content_says_so(landing: Path, table_uri: 
     result = run_cli("quarantine", "release", "0123456789ab", "--table", table_uri)
     assert result.returncode == 1
     assert "no file with sha256 0123456789ab" in result.stderr
+
+
+def test_status_path_takes_a_relative_path_as_typed(landing: Path, table_uri: str):
+    path = write_parquet(landing / "a.parquet", start=0)
+    assert run_cli("run", str(landing), "--table", table_uri).returncode == 0
+    result = run_cli("status", "--table", table_uri, "--path", "landing/a.parquet", "--json",
+                     cwd=landing.parent)
+    assert result.returncode == 0, result.stderr
+    assert [r["path"] for r in json.loads(result.stdout)] == [str(path)]
+
+
+def test_status_and_show_take_container_slash_name_for_a_blob(tmp_path: Path):
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    url = "abfss://landing@acct.dfs.core.windows.net/in/2026/a.csv"
+    ledger.claim("abfss://lake@acct.dfs.core.windows.net/orders", "ab" * 32, path=url,
+                 owner="t", lease_seconds=60, max_attempts=3)
+    ledger.close()
+    uri = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    result = run_cli("status", "--ledger", uri, "--path", "landing/in/2026/a.csv", "--json",
+                     cwd=tmp_path)
+    assert [r["path"] for r in json.loads(result.stdout)] == [url]
+    https = "https://acct.blob.core.windows.net/landing/in/2026/a.csv"
+    by_url = run_cli("status", "--ledger", uri, "--path", https, "--json")
+    assert len(json.loads(by_url.stdout)) == 1
+    assert run_cli("status", "--ledger", uri, "--path", "landing/in/a.csv", "--json",
+                   cwd=tmp_path).stdout.strip() == "[]"
+    shown = run_cli("show", "landing/in/2026/a.csv", "--ledger", uri, "--json", cwd=tmp_path)
+    assert json.loads(shown.stdout)["found"] == 1

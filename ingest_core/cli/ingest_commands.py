@@ -11,6 +11,7 @@ from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.config import IngestConfig, from_env, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
+from ingest_core.ops.lookup import path_matcher
 from ingest_core.results import RunStats
 
 
@@ -104,7 +105,8 @@ def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: b
 @click.option("--table", "table_uri", metavar="URI",
               help="Only this table's rows (and its default ledger if --ledger is not given).")
 @click.option("--state", type=click.Choice(STATUSES), help="Only rows in this state.")
-@click.option("--path", help="Only rows whose path is this.")
+@click.option("--path", help="Only rows seen at this path: relative, ~, a blob URL or "
+              "container/name.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
 def status(
     ledger_uri: str | None, table_uri: str | None, state: str | None, path: str | None,
@@ -114,9 +116,10 @@ def status(
     config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
     ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
     try:
-        rows = ledger.records(
-            table=table_key(table_uri) if table_uri else None, status=state, path=path
-        )
+        rows = ledger.records(table=table_key(table_uri) if table_uri else None, status=state)
+        if path is not None:
+            matches = path_matcher(path, config.storage)
+            rows = [r for r in rows if any(matches(p) for p in (r.path, *r.seen_paths))]
     finally:
         ledger.close()
     if as_json:

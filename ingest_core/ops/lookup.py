@@ -1,12 +1,14 @@
-"""Sha256 prefixes as operators type them: `status` prints 12 characters, any 8+ will do."""
+"""Lookups as operators type them: sha256 prefixes (`status` prints 12 digits) and paths."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from ingest_core.config import IngestConfig, table_key
+from ingest_core.config import IngestConfig, StorageConfig, is_local, local_path, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import open_ledger
+from ingest_core.sources.identity import path_key
 
 SHA256_PREFIX = re.compile(r"[0-9a-fA-F]{8,64}")
 """A full sha256 or a prefix of one: 8 to 64 hex digits, either case."""
@@ -42,3 +44,30 @@ def expand_sha256(config: IngestConfig, text: str) -> str | None:
             "give more digits"
         )
     return matches[0] if matches else None
+
+
+def path_matcher(text: str, storage: StorageConfig) -> Callable[[str], bool]:
+    """A test for recorded paths naming the location `text` names, as the operator typed it.
+
+    Relative and `~` paths are resolved against this process's folder and home;
+    abfss://, https:// and Azurite URLs of one blob are one location; and a
+    plain `container/name` that is no local file also matches that blob in
+    any account.
+    """
+    wanted = path_key(text, storage)
+    bare = text.strip("/")
+    blob_suffix = (
+        "/" + bare
+        if is_local(text) and not text.startswith(("/", "~", ".", "file:"))
+        and not local_path(text).exists()
+        else None
+    )
+
+    def matches(recorded: str) -> bool:
+        key = path_key(recorded, storage)
+        if key == wanted:
+            return True
+        return blob_suffix is not None and not is_local(recorded) and key.endswith(blob_suffix) \
+            and key.count("/") == bare.count("/") + 1
+
+    return matches
