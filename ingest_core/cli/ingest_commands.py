@@ -114,7 +114,7 @@ def status(
 ) -> int:
     """Show ledger rows: path, sha256, status, attempts, rows, delta version, error, times."""
     config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
-    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     try:
         rows = ledger.records(table=table_key(table_uri) if table_uri else None, status=state)
         if path is not None:

@@ -28,7 +28,7 @@ def expand_sha256(config: IngestConfig, text: str) -> str | None:
     if not SHA256_PREFIX.fullmatch(text):
         return None
     prefix = text.lower()
-    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     try:
         if len(prefix) == 64:
             return prefix

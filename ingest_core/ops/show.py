@@ -61,7 +61,7 @@ def show(config: IngestConfig, target: str) -> ShowReport:
 
     Without a table, every table in the ledger is searched.
     """
-    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     table = table_key(config.table_uri) if config.table_uri else None
     try:
         if SHA256.fullmatch(target):
