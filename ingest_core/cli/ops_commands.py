@@ -160,11 +160,13 @@ def sweep(
               help="Release quarantined files first (after fixing their cause), then retry them.")
 @click.option("--sha256", "sha256", metavar="S",
               help="Only the file with this content hash (or a unique prefix of 8+ digits).")
+@click.option("--forget-gone", is_flag=True,
+              help="Close rows whose file was deleted (gone) as quarantined, with the reason.")
 @table_option
 @ledger_option
 @json_option
 def retry(
-    include_quarantined: bool, sha256: str | None, table_uri: str | None,
+    include_quarantined: bool, sha256: str | None, forget_gone: bool, table_uri: str | None,
     ledger_uri: str | None, as_json: bool,
 ) -> int:
     """Re-drive failed files and files whose worker died, by their recorded path."""
@@ -177,15 +179,21 @@ def retry(
         sha256 = expand_sha256(config, sha256) or sha256.lower()
     report = ops.retry(
         config, include_quarantined=include_quarantined, sha256=sha256,
-        progress=_progress(not as_json),
+        forget_gone=forget_gone, progress=_progress(not as_json),
     )
 
     def human() -> None:
         for row in report.released:
             click.echo(f"released: {row.path} ({row.sha256[:12]})", err=True)
+        dismissed = {r.sha256 for r in report.dismissed}
         for row in report.gone:
-            click.echo(f"gone: {row.path} ({row.sha256[:12]}): no file there any more; "
-                       "land the content again to ingest it", err=True)
+            if row.sha256 in dismissed:
+                click.echo(f"dismissed: {row.path} ({row.sha256[:12]}): no file there any "
+                           "more; closed as quarantined", err=True)
+            else:
+                click.echo(f"gone: {row.path} ({row.sha256[:12]}): no file there any more; "
+                           "land the content again to ingest it, or dismiss it with "
+                           "--forget-gone", err=True)
         for row in report.waiting:
             click.echo(f"not retried: {row.path} ({row.sha256[:12]}) is {row.status}", err=True)
         print_summary(report.stats)
