@@ -39,6 +39,9 @@ from ingest_core.results import RunStats
               help="Small files per Delta commit (default 500).")
 @click.option("--batch-seconds", type=click.FloatRange(min=0),
               help="Commit a batch once its first file has waited this long (default 10).")
+@click.option("--dry-run", is_flag=True,
+              help="List what would be ingested or skipped (hashes and ledger lookups only; "
+                   "no claims, no writes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     sources: tuple[str, ...],
@@ -53,6 +56,7 @@ def run(
     lease_seconds: float | None,
     batch_files: int | None,
     batch_seconds: float | None,
+    dry_run: bool,
     as_json: bool,
 ) -> int:
     """Ingest every file under each SOURCE (a file or folder, recursive) into --table.
@@ -79,12 +83,29 @@ def run(
     )
     if config.routes and not table_uri:  # a --table flag wins over INGEST_ROUTES, not the variable
         config = config.replace(table_uri="")
+    if dry_run:
+        return _dry_run(config, list(sources), as_json)
     stats = ingest_sources(config, list(sources), show_progress=not as_json)
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:
         print_summary(stats)
     return EXIT_OK if stats.ok else EXIT_FILES_NOT_DONE
+
+
+def _dry_run(config: IngestConfig, sources: list[str], as_json: bool) -> int:
+    from ingest_core.ops.dry_run import dry_run
+
+    report = dry_run(config, sources, lambda total: progress(total, not as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return EXIT_OK
+    for planned in report.files:
+        click.echo(f"{planned.action:<12} {planned.sha256[:12]}  {planned.path}")
+    click.echo(f"dry run, nothing written: {report.count('ingest')} to ingest, "
+               f"{report.count('skip')} to skip, {report.count('in_progress')} in progress "
+               f"elsewhere, {report.count('quarantined')} quarantined", err=True)
+    return EXIT_OK
 
 
 def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: bool) -> RunStats:
