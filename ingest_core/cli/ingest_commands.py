@@ -7,12 +7,13 @@ import json
 import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
+from ingest_core.cli.logs import log_file, new_run_id
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.config import IngestConfig, from_env, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
 from ingest_core.ops.lookup import path_matcher
-from ingest_core.results import RunStats
+from ingest_core.results import IngestResult, RunStats
 
 
 @cli.command()
@@ -85,11 +86,13 @@ def run(
         config = config.replace(table_uri="")
     if dry_run:
         return _dry_run(config, list(sources), as_json)
-    stats = ingest_sources(config, list(sources), show_progress=not as_json)
+    run_id = new_run_id()
+    stats = ingest_sources(config, list(sources), show_progress=not as_json, run_id=run_id)
     if as_json:
-        click.echo(json.dumps(stats.to_dict()))
+        click.echo(json.dumps({**stats.to_dict(), "run_id": run_id}))
     else:
         print_summary(stats)
+        click.echo(f"run id: {run_id}", err=True)
     return EXIT_OK if stats.ok else EXIT_FILES_NOT_DONE
 
 
@@ -108,8 +111,13 @@ def _dry_run(config: IngestConfig, sources: list[str], as_json: bool) -> int:
     return EXIT_OK
 
 
-def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: bool) -> RunStats:
-    """List the sources and ingest them into the table, or the tables their routes name."""
+def ingest_sources(
+    config: IngestConfig, sources: list[str], *, show_progress: bool, run_id: str | None = None
+) -> RunStats:
+    """List the sources and ingest them into the table, or the tables their routes name.
+
+    With `run_id`, each settled file is logged as an `ingest_file` line carrying it.
+    """
     from ingest_core.session import Session
 
     with Session.of(config) as session:
@@ -118,7 +126,14 @@ def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: b
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         with progress(len(files), show_progress) as advance:
-            return session.run(files, advance)
+            if run_id is None:
+                return session.run(files, advance)
+
+            def settled(result: IngestResult) -> None:
+                log_file(result, run_id)
+                advance(result)
+
+            return session.run(files, settled)
 
 
 @cli.command()
