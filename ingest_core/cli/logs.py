@@ -31,7 +31,7 @@ def new_run_id() -> str:
 class JsonLines(logging.Formatter):
     """One JSON object per record: `ts` (UTC), `level`, `logger`, then the message's fields."""
 
-    converter = time.gmtime
+    converter = staticmethod(time.gmtime)
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON (a message that is a JSON object is merged in)."""
