@@ -62,3 +62,16 @@ def test_the_file_line_carries_every_field_the_functions_app_logs(caplog):
     assert set(functions_line) - {"trigger", "event_id"} <= set(ours)
     assert {k: ours[k] for k in set(functions_line) - {"trigger"}} == \
         {k: v for k, v in functions_line.items() if k != "trigger"}
+
+
+def test_the_progress_bar_shows_files_and_rows_per_second(capsys, monkeypatch):
+    import sys
+
+    from ingest_core.cli.output import progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with progress(2, True) as advance:
+        for _ in range(2):
+            advance(IngestResult(path="x", status="ingested", rows=1000))
+    err = capsys.readouterr().err
+    assert "files/s" in err and "rows/s" in err and "2/2" in err
