@@ -91,3 +91,19 @@ def test_status_and_show_take_container_slash_name_for_a_blob(tmp_path: Path):
                    cwd=tmp_path).stdout.strip() == "[]"
     shown = run_cli("show", "landing/in/2026/a.csv", "--ledger", uri, "--json", cwd=tmp_path)
     assert json.loads(shown.stdout)["found"] == 1
+
+
+def test_quarantine_list_json_keeps_the_whole_reason_and_the_table_says_where_it_is(
+    tmp_path: Path,
+):
+    ledger = SqliteLedger(tmp_path / "l.sqlite")
+    reason = "schema mismatch: " + "column x is int64, table has string; " * 8
+    claim = ledger.claim("/lake/t", "cd" * 32, path="/in/a.csv", owner="t", lease_seconds=60,
+                         max_attempts=3)
+    ledger.fail(claim.record, reason, quarantine=True)
+    ledger.close()
+    uri = f"sqlite:///{tmp_path / 'l.sqlite'}"
+    [row] = json.loads(run_cli("quarantine", "list", "--ledger", uri, "--json").stdout)
+    assert row["error"] == reason and len(reason) > 120
+    human = run_cli("quarantine", "list", "--ledger", uri).stdout
+    assert "ingest show SHA for all" in human

@@ -75,11 +75,16 @@ def print_records(rows: Sequence[FileRecord]) -> None:
         table.add_row(
             Text(r.path), r.sha256[:12], r.status, str(r.attempt), _text(r.rows),
             _text(r.delta_version), r.updated_at.isoformat(timespec="seconds") if r.updated_at
-            else "", Text((r.error or "")[:120]),
+            else "", Text(_cut(r.error or "", 120)),
         )
     # piped output is not squeezed to 80 columns: keep whole paths greppable
     Console(width=None if sys.stdout.isatty() else 400).print(table)
     click.echo(f"{len(rows)} rows")
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or its start and a pointer to the whole (`ingest show`, `--json`) when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "… (ingest show SHA for all)"
 
 
 def _text(value: object) -> str:
