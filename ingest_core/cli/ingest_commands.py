@@ -163,3 +163,33 @@ def status(
     else:
         print_records(rows)
     return EXIT_OK
+
+
+@cli.command()
+@click.option("--table", "table_uri", metavar="URI",
+              help="Only this table's rows (and its default ledger if --ledger is not given).")
+@click.option("--ledger", "ledger_uri", metavar="URI", help="The ledger to read.")
+@click.option("--since", metavar="WHEN", help="From this time: ISO 8601 or an age (6h, 2d).")
+@click.option("--until", metavar="WHEN", help="Up to this time: ISO 8601 or an age.")
+@click.option("--path", "path_glob", metavar="GLOB", help="Only files whose path matches.")
+@click.option("--state", type=click.Choice(STATUSES), help="Only rows in this state.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def history(
+    table_uri: str | None, ledger_uri: str | None, since: str | None, until: str | None,
+    path_glob: str | None, state: str | None, limit: int | None, as_json: bool,
+) -> int:
+    """Load history by file: path, sha256, status, rows, Delta version, when; newest first."""
+    from ingest_core.ops.history import history as load_history
+    from ingest_core.ops.history import parse_when
+
+    config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
+    report = load_history(
+        config, since=parse_when(since) if since else None,
+        until=parse_when(until) if until else None, path=path_glob, state=state, limit=limit,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        print_records(report.files)
+    return EXIT_OK
