@@ -335,3 +335,19 @@ def read_options_from_env(env: Mapping[str, str]) -> ReadOptions:
         if env.get(name):
             read[key] = _flag(env[name], name)
     return ReadOptions(**read)
+
+
+def log_settings_from_env(env: Mapping[str, str] | None = None) -> tuple[str | None, str | None]:
+    """The command line's log settings: (INGEST_LOG_FORMAT, INGEST_LOG_LEVEL), None when unset.
+
+    Raises:
+        ConfigurationError: a value is not one the command line takes.
+    """
+    env = os.environ if env is None else env
+    fmt = (env.get("INGEST_LOG_FORMAT") or "").strip().lower() or None
+    level = (env.get("INGEST_LOG_LEVEL") or "").strip().upper() or None
+    if fmt not in (None, "text", "json"):
+        raise ConfigurationError(f"INGEST_LOG_FORMAT={fmt!r}: use text or json")
+    if level not in (None, "DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigurationError(f"INGEST_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR")
+    return fmt, level

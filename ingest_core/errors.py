@@ -23,6 +23,10 @@ class LedgerUnavailableError(IngestError):
     """The ledger cannot be opened or reached."""
 
 
+class LedgerNotFoundError(ConfigurationError):
+    """A read-only command was pointed at a ledger that does not exist; nothing was created."""
+
+
 class LedgerConflictError(IngestError):
     """A conditional ledger write lost: the row exists already or its version moved on."""
 

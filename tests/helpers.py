@@ -43,10 +43,12 @@ def id_counts(uri: str, storage_options: dict[str, str] | None = None) -> Counte
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `ingest ...` as a separate process, as a user would."""
+    """Run `ingest ...` as a separate process, as a user would (in `cwd` if given)."""
     return subprocess.run(
         [sys.executable, "-m", "ingest_core.cli", *args],
         capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        cwd=cwd,
     )

@@ -125,7 +125,7 @@ def _settings_read_by_the_app() -> set[str]:
     names = set(re.findall(r'"(INGEST_[A-Z_]+)"', config))
     names |= set(re.findall(r"%([A-Z_]+)%", app))
     names |= set(re.findall(r'connection="([A-Z_]+)"', app))
-    return names
+    return names - {"INGEST_LOG_FORMAT", "INGEST_LOG_LEVEL"}  # the command line's logs only
 
 
 def test_sample_settings_name_every_setting_the_app_reads():

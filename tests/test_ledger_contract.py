@@ -161,6 +161,16 @@ def test_release_turns_a_quarantined_row_into_a_fresh_failed_row(ledger):
     assert (result.outcome, result.record.attempt) == ("claimed", 1)
 
 
+def test_dismiss_closes_a_failed_row_with_the_reason_and_leaves_live_ones(ledger):
+    ledger.fail(claim(ledger, "a", "A").record, "disk full")
+    closed = ledger.dismiss(TABLE, sha("a"), "file deleted")
+    assert (closed.status, closed.error) == (QUARANTINED, "dismissed: file deleted")
+    assert ledger.get(TABLE, sha("a")).status == QUARANTINED
+    live = claim(ledger, "b", "B").record
+    assert ledger.dismiss(TABLE, sha("b"), "no").status == live.status
+    assert ledger.dismiss(TABLE, sha("missing"), "no") is None
+
+
 def test_conflict_on_our_own_insert_is_recognised_as_ours(ledger):
     first = claim(ledger, "a", "A")
     again = claim(ledger, "a", "A")

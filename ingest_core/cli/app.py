@@ -20,7 +20,16 @@ EXIT_OK, EXIT_FILES_NOT_DONE, EXIT_USAGE = 0, 1, 2
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def cli() -> None:
+@click.version_option(
+    package_name="ingest-core", prog_name="ingest", message="%(prog)s %(version)s"
+)
+@click.option("-v", "--verbose", count=True,
+              help="More log lines on stderr: -v INFO, -vv DEBUG. [env var: INGEST_LOG_LEVEL]")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("--log-format", type=click.Choice(["text", "json"]),
+              help="Log lines as text (default) or one JSON object per line. "
+                   "[env var: INGEST_LOG_FORMAT]")
+def cli(verbose: int, quiet: bool, log_format: str | None) -> None:
     """Ingest landed files into Delta Lake tables, each distinct content exactly once.
 
     The ledger (SQLite by default, Azure Table in production) records every file
@@ -28,6 +37,11 @@ def cli() -> None:
     never write the same content twice. Settings may also come from INGEST_*
     environment variables (see the README); flags win.
     """
+    from ingest_core.cli.logs import configure
+    from ingest_core.config import log_settings_from_env
+
+    env_format, env_level = log_settings_from_env()
+    configure(verbose, quiet, log_format or env_format or "text", env_level)
 
 
 def run_cli(argv: Sequence[str] | None = None) -> int:

@@ -7,12 +7,14 @@ import json
 import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
+from ingest_core.cli.logs import log_file, new_run_id
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, split_names, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
-from ingest_core.results import RunStats
+from ingest_core.ops.lookup import path_matcher
+from ingest_core.results import IngestResult, RunStats
 
 
 @cli.command()
@@ -49,6 +51,9 @@ from ingest_core.results import RunStats
 @click.option("--merge-delete-when", metavar="PREDICATE",
               help="SQL over the incoming row (\"op = 'D'\"): matching rows delete the stored one.")
 @read_flags
+@click.option("--dry-run", is_flag=True,
+              help="List what would be ingested or skipped (hashes and ledger lookups only; "
+                   "no claims, no writes).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def run(
     sources: tuple[str, ...],
@@ -67,6 +72,7 @@ def run(
     merge_keys: str | None,
     merge_sequence: str | None,
     merge_delete_when: str | None,
+    dry_run: bool,
     as_json: bool,
     read_flags: dict[str, object],
 ) -> int:
@@ -99,16 +105,40 @@ def run(
     config = with_read_flags(config, read_flags)
     if config.routes and not table_uri:  # a --table flag wins over INGEST_ROUTES, not the variable
         config = config.replace(table_uri="")
-    stats = ingest_sources(config, list(sources), show_progress=not as_json)
+    if dry_run:
+        return _dry_run(config, list(sources), as_json)
+    run_id = new_run_id()
+    stats = ingest_sources(config, list(sources), show_progress=not as_json, run_id=run_id)
     if as_json:
-        click.echo(json.dumps(stats.to_dict()))
+        click.echo(json.dumps({**stats.to_dict(), "run_id": run_id}))
     else:
         print_summary(stats)
+        click.echo(f"run id: {run_id}", err=True)
     return EXIT_OK if stats.ok else EXIT_FILES_NOT_DONE
 
 
-def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: bool) -> RunStats:
-    """List the sources and ingest them into the table, or the tables their routes name."""
+def _dry_run(config: IngestConfig, sources: list[str], as_json: bool) -> int:
+    from ingest_core.ops.dry_run import dry_run
+
+    report = dry_run(config, sources, lambda total: progress(total, not as_json))
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return EXIT_OK
+    for planned in report.files:
+        click.echo(f"{planned.action:<12} {planned.sha256[:12]}  {planned.path}")
+    click.echo(f"dry run, nothing written: {report.count('ingest')} to ingest, "
+               f"{report.count('skip')} to skip, {report.count('in_progress')} in progress "
+               f"elsewhere, {report.count('quarantined')} quarantined", err=True)
+    return EXIT_OK
+
+
+def ingest_sources(
+    config: IngestConfig, sources: list[str], *, show_progress: bool, run_id: str | None = None
+) -> RunStats:
+    """List the sources and ingest them into the table, or the tables their routes name.
+
+    With `run_id`, each settled file is logged as an `ingest_file` line carrying it.
+    """
     from ingest_core.session import Session
 
     with Session.of(config) as session:
@@ -117,7 +147,14 @@ def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: b
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         with progress(len(files), show_progress) as advance:
-            return session.run(files, advance)
+            if run_id is None:
+                return session.run(files, advance)
+
+            def settled(result: IngestResult) -> None:
+                log_file(result, run_id)
+                advance(result)
+
+            return session.run(files, settled)
 
 
 @cli.command()
@@ -125,7 +162,8 @@ def ingest_sources(config: IngestConfig, sources: list[str], *, show_progress: b
 @click.option("--table", "table_uri", metavar="URI",
               help="Only this table's rows (and its default ledger if --ledger is not given).")
 @click.option("--state", type=click.Choice(STATUSES), help="Only rows in this state.")
-@click.option("--path", help="Only rows whose path is this.")
+@click.option("--path", help="Only rows seen at this path: relative, ~, a blob URL or "
+              "container/name.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
 def status(
     ledger_uri: str | None, table_uri: str | None, state: str | None, path: str | None,
@@ -133,15 +171,46 @@ def status(
 ) -> int:
     """Show ledger rows: path, sha256, status, attempts, rows, delta version, error, times."""
     config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
-    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     try:
-        rows = ledger.records(
-            table=table_key(table_uri) if table_uri else None, status=state, path=path
-        )
+        rows = ledger.records(table=table_key(table_uri) if table_uri else None, status=state)
+        if path is not None:
+            matches = path_matcher(path, config.storage)
+            rows = [r for r in rows if any(matches(p) for p in (r.path, *r.seen_paths))]
     finally:
         ledger.close()
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
     else:
         print_records(rows)
+    return EXIT_OK
+
+
+@cli.command()
+@click.option("--table", "table_uri", metavar="URI",
+              help="Only this table's rows (and its default ledger if --ledger is not given).")
+@click.option("--ledger", "ledger_uri", metavar="URI", help="The ledger to read.")
+@click.option("--since", metavar="WHEN", help="From this time: ISO 8601 or an age (6h, 2d).")
+@click.option("--until", metavar="WHEN", help="Up to this time: ISO 8601 or an age.")
+@click.option("--path", "path_glob", metavar="GLOB", help="Only files whose path matches.")
+@click.option("--state", type=click.Choice(STATUSES), help="Only rows in this state.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def history(
+    table_uri: str | None, ledger_uri: str | None, since: str | None, until: str | None,
+    path_glob: str | None, state: str | None, limit: int | None, as_json: bool,
+) -> int:
+    """Load history by file: path, sha256, status, rows, Delta version, when; newest first."""
+    from ingest_core.ops.history import history as load_history
+    from ingest_core.ops.history import parse_when
+
+    config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
+    report = load_history(
+        config, since=parse_when(since) if since else None,
+        until=parse_when(until) if until else None, path=path_glob, state=state, limit=limit,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        print_records(report.files)
     return EXIT_OK

@@ -20,6 +20,7 @@ from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.config import IngestConfig, from_env
 from ingest_core.errors import ConfigurationError
+from ingest_core.ops.lookup import SHA256_PREFIX, expand_sha256
 
 Option = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -157,31 +158,42 @@ def sweep(
 @cli.command()
 @click.option("--include-quarantined", is_flag=True,
               help="Release quarantined files first (after fixing their cause), then retry them.")
-@click.option("--sha256", "sha256", metavar="S", help="Only the file with this content hash.")
+@click.option("--sha256", "sha256", metavar="S",
+              help="Only the file with this content hash (or a unique prefix of 8+ digits).")
+@click.option("--forget-gone", is_flag=True,
+              help="Close rows whose file was deleted (gone) as quarantined, with the reason.")
 @table_option
 @ledger_option
 @json_option
 def retry(
-    include_quarantined: bool, sha256: str | None, table_uri: str | None,
+    include_quarantined: bool, sha256: str | None, forget_gone: bool, table_uri: str | None,
     ledger_uri: str | None, as_json: bool,
 ) -> int:
     """Re-drive failed files and files whose worker died, by their recorded path."""
-    if sha256 is not None and not ops.SHA256.fullmatch(sha256):
-        raise click.UsageError(f"--sha256 {sha256[:80]!r}: give 64 hex digits")
     config = _config(table_uri, ledger_uri)
     if not config.table_uri:
         raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
+    if sha256 is not None:
+        if not SHA256_PREFIX.fullmatch(sha256):
+            raise click.UsageError(f"--sha256 {sha256[:80]!r}: give 8 to 64 hex digits")
+        sha256 = expand_sha256(config, sha256) or sha256.lower()
     report = ops.retry(
         config, include_quarantined=include_quarantined, sha256=sha256,
-        progress=_progress(not as_json),
+        forget_gone=forget_gone, progress=_progress(not as_json),
     )
 
     def human() -> None:
         for row in report.released:
             click.echo(f"released: {row.path} ({row.sha256[:12]})", err=True)
+        dismissed = {r.sha256 for r in report.dismissed}
         for row in report.gone:
-            click.echo(f"gone: {row.path} ({row.sha256[:12]}): no file there any more; "
-                       "land the content again to ingest it", err=True)
+            if row.sha256 in dismissed:
+                click.echo(f"dismissed: {row.path} ({row.sha256[:12]}): no file there any "
+                           "more; closed as quarantined", err=True)
+            else:
+                click.echo(f"gone: {row.path} ({row.sha256[:12]}): no file there any more; "
+                           "land the content again to ingest it, or dismiss it with "
+                           "--forget-gone", err=True)
         for row in report.waiting:
             click.echo(f"not retried: {row.path} ({row.sha256[:12]}) is {row.status}", err=True)
         print_summary(report.stats)
@@ -218,7 +230,16 @@ def quarantine_release(
     sha256: str, table_uri: str | None, ledger_uri: str | None, as_json: bool
 ) -> int:
     """Turn a quarantined file back into failed, with fresh attempts, for `ingest retry`."""
-    report = ops.release(_config(table_uri, ledger_uri), sha256)
+    config = _config(table_uri, ledger_uri)
+    if not SHA256_PREFIX.fullmatch(sha256):
+        raise click.UsageError(f"{sha256[:80]!r} is not a sha256: give 8 to 64 hex digits")
+    full = expand_sha256(config, sha256)
+    if full is None:
+        click.echo(f"no file with sha256 {sha256.lower()}... in the ledger "
+                   f"{config.resolved_ledger_uri()}; `ingest quarantine list` shows the "
+                   "quarantined ones", err=True)
+        return EXIT_FILES_NOT_DONE
+    report = ops.release(config, full)
 
     def human() -> None:
         record = report.record
@@ -239,7 +260,7 @@ def quarantine_release(
 
 
 @cli.command()
-@click.argument("target", metavar="SHA256|PATH")
+@click.argument("target", metavar="SHA256|PREFIX|PATH")
 @table_option
 @ledger_option
 @json_option
@@ -250,7 +271,8 @@ def show(target: str, table_uri: str | None, ledger_uri: str | None, as_json: bo
     whether the file's transaction id is in it. Exit status 1 when nothing is
     found or the log and the ledger disagree.
     """
-    report = ops.show(_config(table_uri, ledger_uri), target)
+    config = _config(table_uri, ledger_uri)
+    report = ops.show(config, expand_sha256(config, target) or target)
     _emit(as_json, report, lambda: _print_show(report))
     return _status(report.ok)
 

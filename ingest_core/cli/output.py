@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -19,14 +20,38 @@ def progress(total: int, enabled: bool) -> Iterator[Callable[[IngestResult], Non
         yield lambda _result: None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        Task,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    started = time.monotonic()
+    rows = 0
+
+    class Rates(ProgressColumn):
+        """Files/s and rows/s since the bar started."""
+
+        def render(self, task: Task) -> Text:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            return Text(f"{task.completed / elapsed:,.1f} files/s {rows / elapsed:,.0f} rows/s")
 
     with Progress(
         "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+        TimeRemainingColumn(), Rates(), console=Console(stderr=True), transient=True,
     ) as bar:
         task = bar.add_task("ingesting", total=total)
-        yield lambda _result: bar.advance(task)
+
+        def advance(result: IngestResult) -> None:
+            nonlocal rows
+            rows += getattr(result, "rows", None) or 0
+            bar.advance(task)
+
+        yield advance
 
 
 def print_summary(stats: RunStats) -> None:
@@ -55,11 +80,16 @@ def print_records(rows: Sequence[FileRecord]) -> None:
         table.add_row(
             Text(r.path), r.sha256[:12], r.status, str(r.attempt), _text(r.rows),
             _text(r.delta_version), r.updated_at.isoformat(timespec="seconds") if r.updated_at
-            else "", Text((r.error or "")[:120]),
+            else "", Text(_cut(r.error or "", 120)),
         )
     # piped output is not squeezed to 80 columns: keep whole paths greppable
     Console(width=None if sys.stdout.isatty() else 400).print(table)
     click.echo(f"{len(rows)} rows")
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text`, or its start and a pointer to the whole (`ingest show`, `--json`) when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "… (ingest show SHA for all)"
 
 
 def _text(value: object) -> str:

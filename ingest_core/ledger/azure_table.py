@@ -48,7 +48,12 @@ from typing import TYPE_CHECKING, Any
 from ingest_core.azure.auth import table_service
 from ingest_core.azure.settings import account_settings
 from ingest_core.config import StorageConfig
-from ingest_core.errors import ConfigurationError, LedgerConflictError, LedgerUnavailableError
+from ingest_core.errors import (
+    ConfigurationError,
+    LedgerConflictError,
+    LedgerNotFoundError,
+    LedgerUnavailableError,
+)
 from ingest_core.ledger.base import (
     OPEN_STATUSES,
     SUCCEEDED,
@@ -160,9 +165,13 @@ class AzureTableLedger(BaseLedger):
 
     @classmethod
     def from_uri(
-        cls, uri: str, storage: StorageConfig, clock: Callable[[], datetime] | None = None
+        cls, uri: str, storage: StorageConfig, clock: Callable[[], datetime] | None = None,
+        *, read_only: bool = False,
     ) -> AzureTableLedger:
-        """Open `azure-table://TABLE_NAME` in the configured account, creating the table."""
+        """Open `azure-table://TABLE_NAME` in the configured account, creating the table.
+
+        With `read_only`, a missing table raises `LedgerNotFoundError` instead.
+        """
         name = uri[len(SCHEME) :].strip("/") if uri.startswith(SCHEME) else ""
         if not _TABLE_NAME.fullmatch(name):
             raise ConfigurationError(
@@ -170,6 +179,15 @@ class AzureTableLedger(BaseLedger):
                 "digits starting with a letter (an Azure Table name)"
             )
         service = table_service(account_settings(storage))
+        if read_only:
+            with _translated(f"look up the ledger table {name!r}"):
+                found = list(service.query_tables("TableName eq @name", parameters={"name": name}))
+            if not found:
+                raise LedgerNotFoundError(
+                    f"no ledger table {name!r} in storage account {service.account_name}: "
+                    "check the name in --ledger / INGEST_LEDGER_URI and the account"
+                )
+            return cls(service.get_table_client(name), clock)
         with _translated(f"create or open the ledger table {name!r}"):
             client = service.create_table_if_not_exists(name)
         return cls(client, clock)

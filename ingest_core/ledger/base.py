@@ -466,6 +466,32 @@ class BaseLedger(ABC):
             return claim.record
         return self.fail(claim.record, error)
 
+    def dismiss(self, table: str, sha256: str, reason: str) -> FileRecord | None:
+        """Close a `failed` (or dead `processing`) row as `quarantined`, recording `reason`.
+
+        For a file an operator knows will not come back (deleted after it
+        failed): retries stop taking it, and the row says why. A row in any
+        other state, or a live lease, is returned as it is.
+        """
+        for _ in range(5):
+            current = self._get(table, sha256)
+            if current is None or not (
+                current.status == FAILED
+                or (current.status == PROCESSING and not current.lease_live(self.now()))
+            ):
+                return current
+            try:
+                return self._replace(
+                    dataclasses.replace(
+                        current, status=QUARANTINED, owner=None, lease_until=None,
+                        error=bound_error(f"dismissed: {reason}"), updated_at=self.now(),
+                    ),
+                    current,
+                )
+            except LedgerConflictError:
+                continue
+        raise LedgerConflictError(f"could not dismiss {sha256} in {table}: retry")
+
     def release(self, table: str, sha256: str) -> FileRecord | None:
         """Turn a quarantined row back into `failed` with fresh attempts, for the next retry."""
         for _ in range(5):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
-from ingest_core.errors import LedgerConflictError, LedgerUnavailableError
+from ingest_core.errors import LedgerConflictError, LedgerNotFoundError, LedgerUnavailableError
 from ingest_core.ledger.base import BaseLedger, FileRecord, Where
 
 _SCHEMA = """
@@ -92,10 +92,17 @@ def _parse_time(value: str | None) -> datetime | None:
 class SqliteLedger(BaseLedger):
     """Ledger rows in a local SQLite database file."""
 
-    def __init__(self, path: str | Path, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, clock: Callable[[], datetime] | None = None,
+        *, read_only: bool = False,
+    ) -> None:
         super().__init__(clock)
         self.path = Path(path)
         self._local = threading.local()
+        self.read_only = read_only
+        if read_only:
+            self._check_readable()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._migrate()
@@ -123,8 +130,39 @@ class SqliteLedger(BaseLedger):
             conn.execute("ROLLBACK")
             raise
 
+    def _check_readable(self) -> None:
+        """For a read-only open: the file exists and has the current schema; creates nothing."""
+        if not self.path.is_file():
+            raise LedgerNotFoundError(
+                f"no SQLite ledger at {self.path.resolve()}: nothing was ingested with this "
+                "--table/--ledger; check the path, or pass --ledger sqlite:///PATH"
+            )
+        try:
+            version = self._conn().execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise LedgerUnavailableError(
+                f"cannot read the SQLite ledger {self.path}: {exc}; "
+                "check it is a ledger file and readable"
+            ) from exc
+        if version < SCHEMA_VERSION:
+            raise LedgerUnavailableError(
+                f"the SQLite ledger {self.path} has schema version {version}, older than "
+                f"{SCHEMA_VERSION}; any writing command (`ingest retry`, `ingest run`) upgrades it"
+            )
+
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None and self.read_only:
+            # With no -wal file no writer has the ledger open: read it as immutable, so no
+            # -wal/-shm is created beside it (a read-only folder works). Else join the writers.
+            wal = self.path.with_name(self.path.name + "-wal")
+            mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+            conn = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?{mode}", uri=True, timeout=60,
+                isolation_level=None,
+            )
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")

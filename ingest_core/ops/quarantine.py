@@ -15,8 +15,11 @@ if TYPE_CHECKING:
 
 
 def quarantined(config: IngestConfig) -> list[FileRecord]:
-    """Quarantined rows, oldest first: of the configured table, or of every table in the ledger."""
-    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    """Quarantined rows, oldest first: of the configured table, or of every table in the ledger.
+
+    Reads only: the ledger is opened read-only and never created.
+    """
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     try:
         table = table_key(config.table_uri) if config.table_uri else None
         return ledger.records(table=table, status=QUARANTINED)

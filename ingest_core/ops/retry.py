@@ -27,12 +27,16 @@ class RetryReport:
     """Rows whose recorded path no longer holds a file: land the content again."""
     waiting: list[FileRecord] = field(default_factory=list)
     """Rows not re-driven: held by a live worker, or already done."""
+    dismissed: list[FileRecord] = field(default_factory=list)
+    """Gone rows closed as quarantined with a recorded reason (`forget_gone`)."""
     stats: RunStats = field(default_factory=RunStats)
 
     @property
     def ok(self) -> bool:
-        """True when every re-driven file was ingested or skipped and no path was gone."""
-        return self.stats.ok and not self.gone
+        """True when every re-driven file was ingested or skipped and no path was gone
+        (or every gone row was dismissed)."""
+        dismissed = {(r.table, r.sha256) for r in self.dismissed}
+        return self.stats.ok and all((r.table, r.sha256) in dismissed for r in self.gone)
 
     def to_dict(self) -> dict[str, object]:
         """The `--json` shape."""
@@ -43,6 +47,10 @@ class RetryReport:
                 {"path": redact(r.path), "sha256": r.sha256, "status": r.status}
                 for r in self.waiting
             ],
+            "dismissed": [
+                {"path": redact(r.path), "sha256": r.sha256, "reason": r.error}
+                for r in self.dismissed
+            ],
             **self.stats.to_dict(),
         }
 
@@ -52,12 +60,15 @@ def retry(
     *,
     include_quarantined: bool = False,
     sha256: str | None = None,
+    forget_gone: bool = False,
     progress: Progress = no_progress,
 ) -> RetryReport:
     """Re-drive the table's failed and stalled files (one content with `sha256`).
 
     With `include_quarantined`, quarantined rows are released first (fresh
-    attempts), for when the operator has fixed what made them fail.
+    attempts), for when the operator has fixed what made them fail. With
+    `forget_gone`, rows whose path holds no file any more are closed as
+    quarantined with the reason recorded, so later retries stop reporting them.
     """
     from ingest_core.session import Session
 
@@ -74,6 +85,14 @@ def retry(
             records = _one_for_retry(ledger, table, sha256.lower(), include_quarantined, report)
         with progress(len(records)) as advance:
             redriven = redrive(session, table, advance, records)
+        if forget_gone:
+            for row in redriven.gone:
+                closed = ledger.dismiss(
+                    row.table, row.sha256,
+                    f"no file at {redact(row.path)} any more (ingest retry --forget-gone)",
+                )
+                if closed is not None and closed.status == QUARANTINED:
+                    report.dismissed.append(closed)
     report.stats, report.gone = redriven.stats, redriven.gone
     return report
 

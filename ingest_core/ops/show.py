@@ -10,7 +10,7 @@ from ingest_core.errors import ConfigurationError
 from ingest_core.events import redact
 from ingest_core.ledger import SUCCEEDED, FileRecord, open_ledger
 from ingest_core.ops.common import SHA256
-from ingest_core.sources.identity import path_key
+from ingest_core.ops.lookup import path_matcher
 
 
 @dataclass
@@ -63,7 +63,7 @@ def show(config: IngestConfig, target: str) -> ShowReport:
 
     Without a table, every table in the ledger is searched.
     """
-    ledger = open_ledger(config.resolved_ledger_uri(), config.storage)
+    ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     table = table_key(config.table_uri) if config.table_uri else None
     try:
         if SHA256.fullmatch(target):
@@ -76,10 +76,10 @@ def show(config: IngestConfig, target: str) -> ShowReport:
                 rows = [r for r in ledger.records() if r.sha256 == sha]
         else:
             report = ShowReport(query=target, kind="path")
-            key = path_key(target, config.storage)
+            matches = path_matcher(target, config.storage)
             rows = [
                 r for r in ledger.records(table=table)
-                if key in {path_key(p, config.storage) for p in (r.path, *r.seen_paths)}
+                if any(matches(p) for p in (r.path, *r.seen_paths))
             ]
     finally:
         ledger.close()
