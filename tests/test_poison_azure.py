@@ -278,3 +278,21 @@ def test_the_sweep_settings_are_read_and_checked():
     assert from_env({"INGEST_TABLE_URI": "/t"}).sweep_max_files == 500
     with pytest.raises(ConfigurationError, match="INGEST_SWEEP_MAX_FILES"):
         from_env({**env, "INGEST_SWEEP_MAX_FILES": "0"})
+
+
+def test_a_failed_file_keeps_its_message_for_the_next_replay(host, capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the table's parent folder should be")
+    monkeypatch.setenv("INGEST_TABLE_URI", str(blocker / "orders"))
+    host.put("orders/a.csv", b"id,amount\n1,1.5\n")
+    host.poison("orders/a.csv")
+    code, report = host.cli_json(capsys, "poison", "replay")
+    [message] = report["messages"]
+    assert code == EXIT_FILES_NOT_DONE
+    assert (message["outcome"], message["deleted"]) == ("failed", False)
+    assert host.depth() == 1
+    monkeypatch.setenv("INGEST_TABLE_URI", host.table)  # the cause fixed: the same message lands
+    code, report = host.cli_json(capsys, "poison", "replay")
+    assert (code, report["outcomes"], report["deleted"]) == (EXIT_OK, {"ingested": 1}, 1)
+    assert id_counts(host.table) == {1: 1}
+    assert host.depth() == 0

@@ -8,7 +8,6 @@ file was ingested or skipped, 1 otherwise, 2 for usage or configuration errors.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
@@ -129,5 +128,4 @@ def replay_command(
         deleted = sum(m.deleted for m in report.messages)
         click.echo(f"{len(report.messages)} messages: {deleted} deleted, "
                    f"{len(report.messages) - deleted} kept in {report.queue}")
-    sys.stdout.flush()
     return EXIT_OK if report.ok else EXIT_FILES_NOT_DONE
