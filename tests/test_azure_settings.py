@@ -74,6 +74,14 @@ def test_sas_connection_string_with_explicit_endpoints():
     assert settings.queue_url == "https://acct.queue.core.windows.net"
 
 
+def test_an_azurite_blob_endpoint_alone_finds_the_queue_on_the_next_port():
+    settings = from_connection_string(
+        "AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1"
+    )
+    assert settings.queue_url == "http://127.0.0.1:10001/devstoreaccount1"
+
+
 def test_account_name_alone_means_entra_identity():
     settings = account_settings(StorageConfig(account_name="acct"))
     assert settings.auth_mode == "identity"

@@ -154,6 +154,13 @@ def _account_from_endpoint(url: str) -> str | None:
     return host.split(".")[0] or None
 
 
+def _queue_twin(blob: str) -> str:
+    """The Queue endpoint beside a Blob one: `.queue.` for a host name, Azurite's next port."""
+    if _is_local(blob):
+        return blob.replace(":10000/", ":10001/", 1)
+    return blob.replace(".blob.", ".queue.")
+
+
 def from_connection_string(text: str) -> AccountSettings:
     """Account settings from a connection string (`UseDevelopmentStorage=true` means Azurite)."""
     values = parse_connection_string(text)
@@ -178,7 +185,7 @@ def from_connection_string(text: str) -> AccountSettings:
         blob.replace(".blob.", ".dfs.") if explicit_blob else f"{protocol}://{account}.dfs.{suffix}"
     )
     queue = values.get("QueueEndpoint", "").rstrip("/") or (
-        blob.replace(".blob.", ".queue.") if explicit_blob else f"{protocol}://{account}.queue.{suffix}"
+        _queue_twin(blob) if explicit_blob else f"{protocol}://{account}.queue.{suffix}"
     )
     return AccountSettings(
         account_name=account,
