@@ -296,3 +296,13 @@ def test_a_failed_file_keeps_its_message_for_the_next_replay(host, capsys, tmp_p
     assert (code, report["outcomes"], report["deleted"]) == (EXIT_OK, {"ingested": 1}, 1)
     assert id_counts(host.table) == {1: 1}
     assert host.depth() == 0
+
+
+def test_replay_without_json_names_each_kept_message_and_the_next_step(host, capsys):
+    host.poison("orders/deleted.csv")
+    capsys.readouterr()
+    assert run_cli(["poison", "replay"]) == EXIT_FILES_NOT_DONE
+    captured = capsys.readouterr()
+    assert f"gone (kept): {host.url('orders/deleted.csv')}: " in captured.err
+    assert "--drop-gone" in captured.err
+    assert "1 messages: 0 deleted, 1 kept in" in captured.out

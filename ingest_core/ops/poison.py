@@ -285,7 +285,10 @@ def _redrive(config: IngestConfig, report: PoisonReplayReport, progress: Progres
             if file is None:
                 for message in messages:
                     message.outcome = "gone"
-                    message.error = f"{redact(url)}: no such blob any more"
+                    message.error = (
+                        f"{redact(url)}: no such blob any more; land it again to ingest it, or "
+                        "replay with --drop-gone to delete the message"
+                    )
             else:
                 files.append((file, messages))
         with progress(len(files)) as advance:
