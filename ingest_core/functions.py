@@ -467,9 +467,16 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
 
 
 def poison_depth(config: IngestConfig) -> int | None:
-    """Messages in the blob trigger's poison queue; None (and a warning) when it cannot be read."""
+    """Messages in the blob trigger's poison queue; None (and a warning) when it cannot be read.
+
+    None without a warning when no storage account is configured at all (a
+    local table, no AzureWebJobsStorage): there is no queue to read.
+    """
     from ingest_core.ops.poison import poison_depth as depth
 
+    storage = config.trigger_storage or config.storage
+    if not (storage.connection_string or storage.account_name):
+        return None
     try:
         return depth(config)
     except Exception as exc:  # a gauge: never the reason maintenance fails
