@@ -103,6 +103,15 @@ class IngestConfig:
     """Seconds after its ingestion a landed file is cleaned up (`parse_duration`)."""
     read: ReadOptions = field(default_factory=ReadOptions)
     """CSV dialect, encoding, schema hints, bad rows, column names, time zone."""
+    trigger_storage: StorageConfig | None = None
+    """The Functions host's storage account (AzureWebJobsStorage), where the blob trigger's
+    poison queue lives; None: `storage`."""
+    poison_queue: str = "webjobs-blobtrigger-poison"
+    """The blob trigger's poison queue in `trigger_storage` (the host's fixed name)."""
+    sweep_prefixes: tuple[str, ...] = ()
+    """Sources the maintenance timer sweeps each tick (blob URLs or `container/prefix`)."""
+    sweep_max_files: int = 500
+    """At most this many files listed, and so re-driven, per scheduled sweep."""
 
     def __post_init__(self) -> None:
         if self.schema_mode not in ("merge", "strict"):
@@ -111,6 +120,10 @@ class IngestConfig:
             raise ConfigurationError("lease seconds, max attempts and batch size must be positive")
         if self.workers < 1:
             raise ConfigurationError(f"--workers {self.workers}: use 1 or more")
+        if self.sweep_max_files < 1:
+            raise ConfigurationError(
+                f"INGEST_SWEEP_MAX_FILES={self.sweep_max_files}: use 1 or more"
+            )
         if self.mode not in MODES:
             raise ConfigurationError(f"mode {self.mode!r}: use append or merge")
         if self.mode == "merge" and not self.merge_keys:
@@ -247,7 +260,11 @@ def from_env(
     Delta interval, `interval 7 days`), INGEST_MODE (append or merge),
     INGEST_MERGE_KEYS (comma-separated), INGEST_MERGE_SEQUENCE,
     INGEST_MERGE_DELETE_WHEN, INGEST_CLEANUP (delete or archive:<URL>) and
-    INGEST_CLEANUP_AFTER (a duration: 7d, 12h, 30m);
+    INGEST_CLEANUP_AFTER (a duration: 7d, 12h, 30m), INGEST_TRIGGER_STORAGE (the
+    Functions host's storage connection string, else AzureWebJobsStorage or
+    AzureWebJobsStorage__accountName; else the landing storage), INGEST_POISON_QUEUE,
+    INGEST_SWEEP_PREFIXES
+    (comma-separated) and INGEST_SWEEP_MAX_FILES;
     and for `read`:
     INGEST_CSV_DELIMITER, INGEST_CSV_QUOTE, INGEST_CSV_ESCAPE, INGEST_CSV_NULL
     (comma-separated), INGEST_CSV_NO_HEADER, INGEST_CSV_DECIMAL, INGEST_ENCODING,
@@ -271,6 +288,7 @@ def from_env(
         "merge_sequence": "INGEST_MERGE_SEQUENCE",
         "merge_delete_when": "INGEST_MERGE_DELETE_WHEN",
         "cleanup": "INGEST_CLEANUP",
+        "poison_queue": "INGEST_POISON_QUEUE",
     }
     values.update(_texts(env, text))
     numbers: dict[str, tuple[str, type[int] | type[float]]] = {
@@ -279,6 +297,7 @@ def from_env(
         "batch_files": ("INGEST_BATCH_FILES", int),
         "batch_seconds": ("INGEST_BATCH_SECONDS", float),
         "workers": ("INGEST_WORKERS", int),
+        "sweep_max_files": ("INGEST_SWEEP_MAX_FILES", int),
     }
     for key, (name, kind) in numbers.items():
         if env.get(name):
@@ -299,12 +318,28 @@ def from_env(
         proxies=any(name.lower() in PROXY_VARIABLES for name in env),
     )
     values["read"] = read_options_from_env(env)
+    values["trigger_storage"] = trigger_storage_from_env(env, values["storage"])
+    if env.get("INGEST_SWEEP_PREFIXES"):
+        values["sweep_prefixes"] = split_names(env["INGEST_SWEEP_PREFIXES"])
     values.update({k: v for k, v in overrides.items() if v is not None})
     if not values.get("table_uri"):
         if require_table and not values.get("routes"):
             raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
         values["table_uri"] = ""
     return IngestConfig(**values)
+
+
+def trigger_storage_from_env(env: Mapping[str, str], storage: StorageConfig) -> StorageConfig:
+    """The Functions host's storage: INGEST_TRIGGER_STORAGE, AzureWebJobsStorage (a connection
+    string, or `AzureWebJobsStorage__accountName` for identity), else the landing `storage`."""
+    connection = env.get("INGEST_TRIGGER_STORAGE") or env.get("AzureWebJobsStorage")
+    if connection:
+        return StorageConfig(connection_string=connection, proxies=storage.proxies)
+    if env.get("AzureWebJobsStorage__accountName"):
+        return StorageConfig(
+            account_name=env["AzureWebJobsStorage__accountName"], proxies=storage.proxies
+        )
+    return storage
 
 
 def _texts(env: Mapping[str, str], names: Mapping[str, str]) -> dict[str, str]:

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
     from ingest_core.delta.maintain import MaintenanceReport
     from ingest_core.ops.cleanup import CleanupReport
+    from ingest_core.ops.sweep import SweepReport
 
 logger = logging.getLogger("ingest_core.functions")
 
@@ -446,11 +447,13 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
     except ConfigurationError as exc:
         _log_configuration_error(exc)
         raise
+    poison = poison_depth(config)
     if routes is None:
         with Session(config) as session:
             redriven = redrive(session, on_result=log)
         report = maintain(config)
-        _log_maintenance(report, redriven, past_due)
+        _log_maintenance(report, redriven, past_due, poison)
+        sweep_landing(config)
         cleanup_landing(config)
         return [report]
     reports: list[MaintenanceReport] = []
@@ -466,12 +469,75 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
                 logger.error(json.dumps(line))
                 failed.append(redact(table))
                 continue
-            _log_maintenance(report, redriven, past_due)
+            _log_maintenance(report, redriven, past_due, poison)
             reports.append(report)
     if failed:
         raise IngestError(f"maintenance failed for {', '.join(failed)}; see the log lines")
+    sweep_landing(config)
     cleanup_landing(config)
     return reports
+
+
+def poison_depth(config: IngestConfig) -> int | None:
+    """Messages in the blob trigger's poison queue; None (and a warning) when it cannot be read.
+
+    None without a warning when no storage account is configured at all (a
+    local table, no AzureWebJobsStorage): there is no queue to read.
+    """
+    from ingest_core.ops.poison import poison_depth as depth
+
+    storage = config.trigger_storage or config.storage
+    if not (storage.connection_string or storage.account_name):
+        return None
+    try:
+        return depth(config)
+    except Exception as exc:  # a gauge: never the reason maintenance fails
+        error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
+        line = {"event": "poison_unreadable", "queue": config.poison_queue, "error": error}
+        logger.warning(json.dumps(line))
+        return None
+
+
+_sweep_position = {"skip": 0}
+"""Where the next scheduled sweep starts in the listing of INGEST_SWEEP_PREFIXES (this worker
+process's memory: a restart starts again at the top)."""
+
+
+def sweep_landing(config: IngestConfig) -> SweepReport | None:
+    """Re-drive files under INGEST_SWEEP_PREFIXES that no event brought, a window per tick.
+
+    Each tick looks at the next INGEST_SWEEP_MAX_FILES listed files, after
+    where the last tick stopped, and wraps around at the end of the listing.
+    One `sweep` log line with the counts; a `sweep_error` line (maintenance
+    still succeeds) when the prefixes cannot be listed. None when no prefix is set.
+    """
+    if not config.sweep_prefixes:
+        return None
+    from ingest_core.azure.settings import account_settings
+    from ingest_core.ops.sweep import sweep
+
+    skip = _sweep_position["skip"]
+    try:
+        endpoint = account_settings(config.storage).blob_endpoint
+        sources = [p if "://" in p else f"{endpoint}/{p.lstrip('/')}"
+                   for p in config.sweep_prefixes]
+        report = sweep(config, sources, skip=skip, limit=config.sweep_max_files)
+    except Exception as exc:
+        error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
+        logger.error(json.dumps({"event": "sweep_error", "error": error,
+                                 "next": "check INGEST_SWEEP_PREFIXES and the storage access"}))
+        return None
+    _sweep_position["skip"] = skip + report.listed if report.more else 0
+    line = {
+        "event": "sweep", "skip": skip, "listed": report.listed, "more": report.more,
+        "unseen": len(report.unseen), "changed": len(report.changed),
+        "stalled": len(report.stalled), "unrouted": len(report.unrouted),
+        "redriven": report.stats.counts,
+        "files": [redact(p) for p in [*report.unseen, *report.changed, *report.stalled]]
+        [:MAX_LOGGED_FILES],
+    }
+    logger.info(json.dumps(line, default=str))
+    return report
 
 
 def cleanup_landing(config: IngestConfig) -> CleanupReport | None:
@@ -500,10 +566,13 @@ def cleanup_landing(config: IngestConfig) -> CleanupReport | None:
     return report
 
 
-def _log_maintenance(report: MaintenanceReport, redriven: RedriveReport, past_due: bool) -> None:
+def _log_maintenance(
+    report: MaintenanceReport, redriven: RedriveReport, past_due: bool, poison: int | None = None
+) -> None:
     line = {
         "event": "maintenance",
         "past_due": past_due,
+        "poison": poison,
         "redriven": redriven.stats.counts,
         "gone": [redact(r.path) for r in redriven.gone],
         **report.to_dict(),

@@ -48,6 +48,7 @@ def test_development_storage_expands_to_the_azurite_account():
     assert settings.account_key == AZURITE_KEY
     assert settings.blob_endpoint == "http://127.0.0.1:10000/devstoreaccount1"
     assert settings.table_endpoint == "http://127.0.0.1:10002/devstoreaccount1"
+    assert settings.queue_url == "http://127.0.0.1:10001/devstoreaccount1"
     assert settings.emulator and settings.auth_mode == "key"
 
 
@@ -56,6 +57,7 @@ def test_portal_connection_string_derives_public_endpoints():
     assert settings.blob_endpoint == "https://acct.blob.core.windows.net"
     assert settings.table_endpoint == "https://acct.table.core.windows.net"
     assert settings.dfs_endpoint == "https://acct.dfs.core.windows.net"
+    assert settings.queue_url == "https://acct.queue.core.windows.net"
     assert settings.auth_mode == "key" and not settings.emulator
     assert KEY not in repr(settings)
 
@@ -69,12 +71,22 @@ def test_sas_connection_string_with_explicit_endpoints():
         "acct", "sas", "sv=1&sig=x"
     )
     assert settings.dfs_endpoint == "https://acct.dfs.core.windows.net"
+    assert settings.queue_url == "https://acct.queue.core.windows.net"
+
+
+def test_an_azurite_blob_endpoint_alone_finds_the_queue_on_the_next_port():
+    settings = from_connection_string(
+        "AccountName=devstoreaccount1;AccountKey=a2V5;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1"
+    )
+    assert settings.queue_url == "http://127.0.0.1:10001/devstoreaccount1"
 
 
 def test_account_name_alone_means_entra_identity():
     settings = account_settings(StorageConfig(account_name="acct"))
     assert settings.auth_mode == "identity"
     assert settings.blob_endpoint == "https://acct.blob.core.windows.net"
+    assert settings.queue_url == "https://acct.queue.core.windows.net"
 
 
 def test_url_naming_another_account_needs_identity_auth():

@@ -86,6 +86,9 @@ def test_the_template_sets_every_setting_the_app_requires():
         "INGEST_CSV_NO_HEADER",
         "INGEST_CSV_DECIMAL", "INGEST_ENCODING", "INGEST_SCHEMA_HINTS", "INGEST_BAD_ROWS",
         "INGEST_BAD_ROWS_TABLE", "INGEST_NORMALIZE_NAMES", "INGEST_TIMEZONE",
+        # the poison queue is found through AzureWebJobsStorage__accountName; the sweep is opt-in
+        "INGEST_TRIGGER_STORAGE", "INGEST_POISON_QUEUE", "INGEST_SWEEP_PREFIXES",
+        "INGEST_SWEEP_MAX_FILES",
     }
     missing = sorted(set(sample) - optional - set(settings))
     assert not missing, f"infra/resources.bicep does not set {missing}"

@@ -139,6 +139,7 @@ def test_sample_settings_name_every_setting_the_app_reads():
                 "INGEST_EVENTGRID_TOPIC_ENDPOINT", "INGEST_EVENTGRID_KEY",  # CLI replay only
                 "INGEST_MERGE_KEYS", "INGEST_MERGE_SEQUENCE", "INGEST_MERGE_DELETE_WHEN",
                 "INGEST_CLEANUP", "INGEST_CLEANUP_AFTER",  # merge mode, source clean-up
+                "INGEST_SWEEP_PREFIXES",  # the maintenance timer's sweep: off unless set
                 # reading options with no default value (see README "Reading exports")
                 "INGEST_CSV_ESCAPE", "INGEST_CSV_NULL", "INGEST_SCHEMA_HINTS",
                 "INGEST_BAD_ROWS_TABLE", "INGEST_TIMEZONE"}

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
     from azure.storage.filedatalake import DataLakeServiceClient
+    from azure.storage.queue import QueueServiceClient
 
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 TOKEN_REFRESH_MARGIN_S = 600.0
@@ -83,6 +84,16 @@ def table_service(settings: AccountSettings) -> TableServiceClient:
 
     return TableServiceClient(
         settings.table_endpoint, credential=sdk_credential(settings),
+        use_env_settings=settings.proxies,
+    )
+
+
+def queue_service(settings: AccountSettings) -> QueueServiceClient:
+    """A Queue service client (the blob trigger's poison queue)."""
+    from azure.storage.queue import QueueServiceClient
+
+    return QueueServiceClient(
+        settings.queue_url, credential=sdk_credential(settings),
         use_env_settings=settings.proxies,
     )
 

@@ -28,6 +28,7 @@ AZURITE_KEY = (
 """The well-known, public key of the emulator's account (not a secret)."""
 AZURITE_BLOB_ENDPOINT = f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}"
 AZURITE_TABLE_ENDPOINT = f"http://127.0.0.1:10002/{AZURITE_ACCOUNT}"
+AZURITE_QUEUE_ENDPOINT = f"http://127.0.0.1:10001/{AZURITE_ACCOUNT}"
 DEFAULT_SUFFIX = "core.windows.net"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -69,6 +70,13 @@ class AccountSettings:
     """True for Azurite: path-style endpoints on a local host."""
     proxies: bool = True
     """Whether its clients read proxy settings from the environment (`StorageConfig.proxies`)."""
+    queue_endpoint: str = ""
+    """Queue service URL (the Functions host's poison queue); empty: derived from the blob one."""
+
+    @property
+    def queue_url(self) -> str:
+        """The Queue service URL: `queue_endpoint`, else the blob endpoint's `.queue.` twin."""
+        return self.queue_endpoint or self.blob_endpoint.replace(".blob.", ".queue.")
 
     @property
     def auth_mode(self) -> AuthMode:
@@ -116,6 +124,7 @@ def azurite_settings() -> AccountSettings:
         blob_endpoint=AZURITE_BLOB_ENDPOINT,
         table_endpoint=AZURITE_TABLE_ENDPOINT,
         dfs_endpoint=AZURITE_BLOB_ENDPOINT,
+        queue_endpoint=AZURITE_QUEUE_ENDPOINT,
         account_key=AZURITE_KEY,
         emulator=True,
     )
@@ -128,6 +137,7 @@ def identity_settings(account: str) -> AccountSettings:
         blob_endpoint=f"https://{account}.blob.{DEFAULT_SUFFIX}",
         table_endpoint=f"https://{account}.table.{DEFAULT_SUFFIX}",
         dfs_endpoint=f"https://{account}.dfs.{DEFAULT_SUFFIX}",
+        queue_endpoint=f"https://{account}.queue.{DEFAULT_SUFFIX}",
     )
 
 
@@ -142,6 +152,13 @@ def _account_from_endpoint(url: str) -> str | None:
         segment = parts.path.strip("/").split("/")[0]
         return segment or None
     return host.split(".")[0] or None
+
+
+def _queue_twin(blob: str) -> str:
+    """The Queue endpoint beside a Blob one: `.queue.` for a host name, Azurite's next port."""
+    if _is_local(blob):
+        return blob.replace(":10000/", ":10001/", 1)
+    return blob.replace(".blob.", ".queue.")
 
 
 def from_connection_string(text: str) -> AccountSettings:
@@ -167,11 +184,15 @@ def from_connection_string(text: str) -> AccountSettings:
     dfs = values.get("DfsEndpoint", "").rstrip("/") or (
         blob.replace(".blob.", ".dfs.") if explicit_blob else f"{protocol}://{account}.dfs.{suffix}"
     )
+    queue = values.get("QueueEndpoint", "").rstrip("/") or (
+        _queue_twin(blob) if explicit_blob else f"{protocol}://{account}.queue.{suffix}"
+    )
     return AccountSettings(
         account_name=account,
         blob_endpoint=blob,
         table_endpoint=table,
         dfs_endpoint=dfs,
+        queue_endpoint=queue,
         account_key=values.get("AccountKey") or None,
         sas_token=values.get("SharedAccessSignature", "").lstrip("?") or None,
         emulator=account == AZURITE_ACCOUNT or _is_local(blob),

@@ -15,6 +15,8 @@ twice is harmless.
 | `retry`               | the ledger                            | failed (+ released) rows         |
 | `release`, `show`     | the ledger (and the Delta log)        | nothing                          |
 | `cleanup`             | a listing and the ledger              | nothing: archives or deletes     |
+| `list_poison`         | the blob trigger's poison queue       | nothing (a peek)                 |
+| `replay_poison`       | the blob trigger's poison queue       | here; settled messages deleted   |
 """
 
 from ingest_core.ops.cleanup import CleanupReport, cleanup
@@ -25,6 +27,14 @@ from ingest_core.ops.common import (
     list_files,
     no_progress,
     open_runner,
+)
+from ingest_core.ops.poison import (
+    POISON_QUEUE,
+    PoisonListReport,
+    PoisonReplayReport,
+    list_poison,
+    poison_depth,
+    replay_poison,
 )
 from ingest_core.ops.quarantine import ReleaseReport, quarantined, release
 from ingest_core.ops.replay import (
@@ -39,9 +49,12 @@ from ingest_core.ops.show import ShownFile, ShowReport, show
 from ingest_core.ops.sweep import SweepReport, sweep
 
 __all__ = [
+    "POISON_QUEUE",
     "SHA256",
     "Advance",
     "CleanupReport",
+    "PoisonListReport",
+    "PoisonReplayReport",
     "Progress",
     "ReleaseReport",
     "ReplayReport",
@@ -52,12 +65,15 @@ __all__ = [
     "Via",
     "cleanup",
     "list_files",
+    "list_poison",
     "no_progress",
     "open_runner",
+    "poison_depth",
     "publish_sources",
     "quarantined",
     "release",
     "replay_dead_letters",
+    "replay_poison",
     "replay_sources",
     "retry",
     "show",

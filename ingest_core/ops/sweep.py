@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig, StorageConfig
@@ -12,7 +13,7 @@ from ingest_core.events import redact
 from ingest_core.ledger import PROCESSING, FileRecord
 from ingest_core.ops.common import Progress, no_progress, open_runner
 from ingest_core.results import RunStats
-from ingest_core.sources import SourceFile
+from ingest_core.sources import SourceFile, Sources
 from ingest_core.sources.identity import path_key, same_version
 
 if TYPE_CHECKING:
@@ -33,6 +34,8 @@ class SweepReport:
     unrouted: list[str] = field(default_factory=list)
     """Paths no route matches (with --routes); not re-driven."""
     stats: RunStats = field(default_factory=RunStats)
+    more: bool = False
+    """A bounded sweep (`limit`) stopped before the end of the listing."""
 
     @property
     def ok(self) -> bool:
@@ -47,13 +50,15 @@ class SweepReport:
         }
         return {
             "listed": self.listed,
+            "more": self.more,
             "found": {name: [redact(p) for p in paths] for name, paths in found.items()},
             **self.stats.to_dict(),
         }
 
 
 def sweep(
-    config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress
+    config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress,
+    *, skip: int = 0, limit: int | None = None,
 ) -> SweepReport:
     """Find files under `sources` the ledger missed, and re-drive them.
 
@@ -61,12 +66,16 @@ def sweep(
     hashing: a file is re-driven when no row names its path (as `path` or in
     `seen_paths`), when the row for its path records another size or ETag
     (overwritten), or when that row is `processing` with an expired lease.
+
+    Bounded (the maintenance timer's sweep): only the listed files after the
+    first `skip`, and at most `limit` of them, are looked at; `more` tells
+    whether the listing went on past them.
     """
     runner = open_runner(config)
     report = SweepReport()
     try:
         try:
-            files = runner.list_sources(list(sources))
+            files = _window(config.storage, sources, skip, limit, report)
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         report.listed = len(files)
@@ -81,6 +90,16 @@ def sweep(
     finally:
         runner.close()
     return report
+
+
+def _window(
+    storage: StorageConfig, sources: Sequence[str], skip: int, limit: int | None,
+    report: SweepReport,
+) -> list[SourceFile]:
+    listing = Sources(storage).iterate(list(sources))
+    files = list(islice(listing, skip, None if limit is None else skip + limit))
+    report.more = limit is not None and next(listing, None) is not None
+    return files
 
 
 SWEEP_ROWS_PER_FILE = 50

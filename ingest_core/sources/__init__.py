@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ingest_core.config import StorageConfig, is_local
 from ingest_core.sources.base import LocalCopy, Source, SourceFile
@@ -39,8 +39,13 @@ class Sources:
 
         Raises FileNotFoundError for a root that does not exist.
         """
-        files: dict[str, SourceFile] = {}
+        return list(self.iterate(roots))
+
+    def iterate(self, roots: Iterable[str]) -> Iterator[SourceFile]:
+        """`list`, lazily: each file as its listing page arrives, each once."""
+        seen: set[str] = set()
         for root in roots:
             for file in self.of(root).list(root):
-                files.setdefault(file.uri, file)
-        return list(files.values())
+                if file.uri not in seen:
+                    seen.add(file.uri)
+                    yield file
