@@ -50,6 +50,9 @@ class JsonLines(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+HANDLER_NAME = "ingest-cli"
+
+
 def configure(verbose: int, quiet: bool, fmt: str, level_name: str | None) -> None:
     """Send `ingest_core` logs to stderr: WARNING by default, -v INFO, -vv DEBUG, -q ERROR.
 
@@ -64,12 +67,15 @@ def configure(verbose: int, quiet: bool, fmt: str, level_name: str | None) -> No
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger("ingest_core")
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == HANDLER_NAME:  # a previous command's, in the same process
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
+    # Records still propagate: a console script's root logger has no handler (so nothing
+    # is written twice), and a host that embeds the command line keeps seeing them.
 
 
 def file_line(result: IngestResult, run_id: str) -> dict[str, Any]:
