@@ -77,10 +77,7 @@ class LocalStore:
 
     def create(self, path: str, data: bytes) -> bool:
         """Write a temp file, then link it to `path`: readers never see it half written."""
-        target = self.root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-        temp.write_bytes(data)
+        target, temp = self._beside(path, data)
         try:
             os.link(temp, target)
         except FileExistsError:
@@ -91,11 +88,16 @@ class LocalStore:
 
     def write(self, path: str, data: bytes) -> None:
         """Write (or replace) a file, atomically."""
+        target, temp = self._beside(path, data)
+        os.replace(temp, target)
+
+    def _beside(self, path: str, data: bytes) -> tuple[Path, Path]:
+        """`path`'s location, and a hidden temp file beside it holding `data`."""
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
         temp.write_bytes(data)
-        os.replace(temp, target)
+        return target, temp
 
     def upload(self, path: str, source: Path) -> None:
         """Move or copy a local file in (a rename when both are on one file system)."""
