@@ -199,7 +199,8 @@ class IdempotentIngestor:
         if isinstance(fetched.copy, Exception):
             return self._settler.unread(fetched, fetched.copy)
         with self._group_path.one_at_a_time(fetched.copy.sha256):
-            work = self._claimer.claim(fetched, {})
+            # One file, from an arrival event or a replay: new content is the common case.
+            work = self._claimer.claim(fetched, {}, expect_new=True)
             if isinstance(work, IngestResult):
                 return work
             try:

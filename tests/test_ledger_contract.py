@@ -353,3 +353,21 @@ def test_records_with_a_limit_stop_there(ledger, clock):
     assert len(ledger.records(limit=6)) == 6 and len(ledger.records(limit=3)) == 3
     assert len(ledger.records(table=TABLE, limit=10)) == 5
     assert len(ledger.records(table=TABLE, status=PROCESSING, limit=4)) == 4
+
+
+@pytest.mark.parametrize("expect_new", [False, True])
+def test_an_insert_first_claim_decides_like_a_read_first_one(ledger, clock, expect_new):
+    def claim_as(owner: str, key: str = "a"):
+        return ledger.claim(TABLE, sha(key), path="p", owner=owner, lease_seconds=LEASE,
+                            max_attempts=2, expect_new=expect_new)
+
+    assert claim_as("A").outcome == "claimed"
+    assert claim_as("A").outcome == "claimed"  # the owner's own retried claim
+    assert claim_as("B").outcome == "in_progress"
+    clock.advance(LEASE + 1)
+    taken = claim_as("B")
+    assert (taken.outcome, taken.record.owner, taken.record.attempt) == ("claimed", "B", 2)
+    ledger.complete(taken.record, delta_version=3, rows=5)
+    done = claim_as("C")
+    assert (done.outcome, done.record.status, done.record.delta_version) == ("done", SUCCEEDED, 3)
+    assert claim_as("D", key="b").record.attempt == 1

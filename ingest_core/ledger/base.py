@@ -277,6 +277,7 @@ class BaseLedger(ABC):
         max_attempts: int,
         size: int = 0,
         source_etag: str | None = None,
+        expect_new: bool = False,
     ) -> Claim:
         """Try to become the one worker that ingests this content into this table.
 
@@ -290,6 +291,12 @@ class BaseLedger(ABC):
 
         A 409/412 is not proof that someone else won (the SDK may have retried
         our own write), so the owner token read back decides.
+
+        By default the row is read first: a duplicate (a rerun, a redelivery)
+        then costs one read, and a back end writes its index entries only for
+        new rows. With `expect_new` (an arrival event: almost always new
+        content) the insert goes first and a conflict is read after, saving a
+        round trip per new file.
         """
         now = self.now()
         fresh = FileRecord(
@@ -304,10 +311,10 @@ class BaseLedger(ABC):
             created_at=now,
             updated_at=now,
         )
+        read_first = not expect_new
         for _ in range(5):
-            # Read first: a duplicate (the common redelivery) then costs one
-            # read, and a back end writes its index entries only for new rows.
-            existing = self._get(table, sha256)
+            existing = self._get(table, sha256) if read_first else None
+            read_first = True
             if existing is None:
                 try:
                     return Claim("claimed", self._insert(fresh))

@@ -35,10 +35,13 @@ class Claimer:
         self._keeper = keeper
         self._settler = settler
 
-    def claim(self, fetched: Fetched, claimed_here: dict[str, str]) -> Work | IngestResult:
+    def claim(
+        self, fetched: Fetched, claimed_here: dict[str, str], *, expect_new: bool = False
+    ) -> Work | IngestResult:
         """The claimed work, or the file's result when there is nothing to write.
 
-        `claimed_here` maps the contents claimed so far in this run to their path.
+        `claimed_here` maps the contents claimed so far in this run to their path;
+        `expect_new` says the file most likely holds new content (see `BaseLedger.claim`).
         """
         if isinstance(fetched.copy, Exception):
             return self._settler.unread(fetched, fetched.copy)
@@ -55,6 +58,7 @@ class Claimer:
             max_attempts=self._config.max_attempts,
             size=copy.size,
             source_etag=copy.etag,
+            expect_new=expect_new,
         )
         if claim.outcome != "claimed":
             return self._settler.not_claimed(fetched, copy, claim)
