@@ -123,9 +123,9 @@ def test_a_crash_between_the_open_entry_and_the_row_leaves_nothing_unfindable(az
     ledger, _ = azure
 
     class CrashesBeforeTheRow(AzureTableLedger):
-        def _index_open(self, record: FileRecord) -> None:
-            super()._index_open(record)
-            raise RuntimeError("killed between the open entry and the row")
+        def _index(self, record: FileRecord, previous: Any, *, open_entry: bool) -> None:
+            super()._index(record, previous, open_entry=open_entry)
+            raise RuntimeError("killed between the index entries and the row")
 
     with pytest.raises(RuntimeError, match="killed"):
         claim(CrashesBeforeTheRow(ledger._client, clock=ledger._clock), "a", "A")
@@ -255,3 +255,22 @@ def test_an_sqlite_file_of_the_first_schema_is_upgraded_when_opened(tmp_path, cl
     assert [r.sha256 for r in ledger.by_path(TABLE, "copy/b")] == [sha("a")]
     other: BaseLedger = SqliteLedger(path, clock=clock)  # a second open does not migrate again
     assert other.tables() == [TABLE]
+
+
+@pytest.mark.azurite
+def test_an_arrival_claim_writes_its_entries_at_once_then_the_row_without_reading(azure):
+    """Insert first: a new file's claim is its index entries (sent together) and the insert."""
+    ledger, counted = azure
+    claim(ledger, "warm", "A")  # registers the table
+    counted.reset()
+    new = ledger.claim(TABLE, sha("a"), path="p", owner="A", lease_seconds=LEASE,
+                       max_attempts=3, expect_new=True)
+    assert new.outcome == "claimed"
+    assert counted.requests == 3  # path entry and open entry (concurrently), the row: no read
+    counted.reset()
+    again = ledger.claim(TABLE, sha("a"), path="p", owner="B", lease_seconds=LEASE,
+                         max_attempts=3, expect_new=True)
+    assert again.outcome == "in_progress"
+    counted.reset()
+    assert claim(ledger, "a", "B").outcome == "in_progress"
+    assert counted.requests == 1  # read first (the default): a duplicate costs one read

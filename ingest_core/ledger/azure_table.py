@@ -41,6 +41,7 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,8 @@ _RETIRE_AFTER_S = 1.0
 """How long queued open-entry deletions gather before one batch a partition is sent."""
 _READERS = 8
 """Threads reading the rows an index names: the reads are independent round trips."""
+_INDEXERS = 4
+"""Threads writing one change's index entries at once (a claim writes two: path, open)."""
 
 
 def table_partition(table: str) -> str:
@@ -162,6 +165,7 @@ class AzureTableLedger(BaseLedger):
         self._retirer: threading.Thread | None = None
         self._closing = False
         self._deleting = threading.Lock()
+        self._index_pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_uri(
@@ -200,6 +204,8 @@ class AzureTableLedger(BaseLedger):
         if self._retirer is not None:
             self._retirer.join()
         self._delete_retired()
+        if self._index_pool is not None:
+            self._index_pool.shutdown(wait=True)
         self._client.close()
 
     # -- mapping ---------------------------------------------------------------
@@ -273,8 +279,7 @@ class AzureTableLedger(BaseLedger):
 
         entity = self._entity(record)
         self._register(record.table)
-        self._index_paths(record, None)
-        self._index_open(record)
+        self._index(record, None, open_entry=True)
         with _translated(f"claim {record.path}"):
             try:
                 written = self._client.create_entity(entity)
@@ -295,9 +300,7 @@ class AzureTableLedger(BaseLedger):
             raise ValueError("a conditional replace needs the ETag the row was read at")
         entity = self._entity(record)
         was_open = previous is not None and previous.status in OPEN_STATUSES
-        self._index_paths(record, previous)
-        if record.status in OPEN_STATUSES and not was_open:
-            self._index_open(record)
+        self._index(record, previous, open_entry=record.status in OPEN_STATUSES and not was_open)
         with _translated(f"update {record.path}"):
             try:
                 written = self._client.update_entity(
@@ -374,7 +377,6 @@ class AzureTableLedger(BaseLedger):
             for group in partitions.values()
             for start in range(0, len(group), _BATCH)
         ]
-        from concurrent.futures import ThreadPoolExecutor
 
         with _translated("write index entities"), ThreadPoolExecutor(_READERS // 2) as pool:
             list(pool.map(self._client.submit_transaction, batches))
@@ -411,9 +413,38 @@ class AzureTableLedger(BaseLedger):
             "sha256": record.sha256,
         }
 
-    def _index_open(self, record: FileRecord) -> None:
-        with _translated(f"index the open row of {record.path}"):
-            self._client.upsert_entity(self._open_entity(record), mode=_replace_mode())
+    def _index(self, record: FileRecord, previous: FileRecord | None, *, open_entry: bool) -> None:
+        """Write the index entries a change of the row needs, before the row itself.
+
+        The entries are independent of each other: they are sent at once, so a
+        claim waits for one round trip, not one per entry.
+        """
+        known = {previous.path, *previous.seen_paths} if previous is not None else set()
+        entities = [
+            self._path_entity(record, path)
+            for path in dict.fromkeys([record.path, *record.seen_paths])
+            if path not in known
+        ]
+        if open_entry:
+            entities.append(self._open_entity(record))
+        if not entities:
+            return
+
+        def upsert(entity: dict[str, Any]) -> None:
+            self._client.upsert_entity(entity, mode=_replace_mode())
+
+        with _translated(f"index {record.path}"):
+            if len(entities) == 1:
+                upsert(entities[0])
+                return
+            for future in [self._indexers().submit(upsert, e) for e in entities]:
+                future.result()
+
+    def _indexers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._index_pool is None:
+                self._index_pool = ThreadPoolExecutor(_INDEXERS, thread_name_prefix="ledger-index")
+            return self._index_pool
 
     def _unindex_open(self, table: str, sha256: str) -> None:
         """Queue an open entry for deletion (only ever after its row is `succeeded`).
@@ -476,13 +507,6 @@ class AzureTableLedger(BaseLedger):
                     except HttpResponseError:
                         pass  # stale or gone: the next reader drops it
 
-    def _index_paths(self, record: FileRecord, previous: FileRecord | None) -> None:
-        known = {previous.path, *previous.seen_paths} if previous is not None else set()
-        new = [p for p in dict.fromkeys([record.path, *record.seen_paths]) if p not in known]
-        with _translated(f"index the paths of {record.path}"):
-            for path in new:
-                self._client.upsert_entity(self._path_entity(record, path), mode=_replace_mode())
-
     def _open_rows(self, table: str) -> Iterator[FileRecord]:
         """The open rows of `table`: one query over its open entries, then a read of each row."""
         prefix = f"{_INDEX}o-{table_partition(table)}-"
@@ -518,7 +542,6 @@ class AzureTableLedger(BaseLedger):
         """The rows at these (table, sha256) keys, in order; a few threads when there are many."""
         if len(keys) <= 2:
             return [self._get(table, sha256) for table, sha256 in keys]
-        from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(min(_READERS, len(keys))) as pool:
             return list(pool.map(lambda key: self._get(*key), keys))
