@@ -14,39 +14,55 @@ trigger, called with a `BlobClient` as the SDK-type binding passes it.
 
 Prints per phase: files/s over the whole phase, Delta commits per file,
 p50/p95/mean latency per event, failed invocations; then checks that every
-row is in the table exactly once. Azurite must be listening on 127.0.0.1.
+row is in the table exactly once. Azurite must be listening on 127.0.0.1, or
+`--fresh-azurite` starts an empty one per run from node_modules (Azurite's cost
+per request grows with what it holds: a long-lived instance measures itself).
 
     python bench/surge.py                      # W=4 T=4 B=400 H=600 (~3 min)
-    python bench/surge.py --runs 3 --json out.json
+    python bench/surge.py --runs 3 --fresh-azurite --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import multiprocessing
 import os
 import queue
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-AZURITE = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
-    "KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
-)
-BLOB_ENDPOINT = "http://127.0.0.1:10000/devstoreaccount1"
+
+
+def _endpoints() -> tuple[str, str]:
+    """The Azurite connection string and blob endpoint (ports from SURGE_AZURITE_PORTS)."""
+    blob, queue_port, table = os.environ.get("SURGE_AZURITE_PORTS", "10000,10001,10002").split(",")
+    connection = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+        "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+        f"KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;"
+        f"QueueEndpoint=http://127.0.0.1:{queue_port}/devstoreaccount1;"
+        f"TableEndpoint=http://127.0.0.1:{table}/devstoreaccount1;"
+    )
+    return connection, f"http://127.0.0.1:{blob}/devstoreaccount1"
+
+
+AZURITE, BLOB_ENDPOINT = _endpoints()
 ROWS_PER_BLOB = 20
 RETRY_AFTER_S = 1.0
 
@@ -64,7 +80,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _azurite_pids() -> list[int]:
-    """Processes whose command line names azurite (the emulator shares these cores)."""
+    """The emulator's processes (they share these cores): the one started, or any azurite."""
+    if os.environ.get("SURGE_AZURITE_PID"):
+        return [int(os.environ["SURGE_AZURITE_PID"])]
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -290,6 +308,8 @@ def one_run(args: argparse.Namespace) -> list[dict[str, Any]]:
             ("blob trigger (BlobClient)", max(1, args.blobs // 4), "blob", False),
         ]
         for name, count, kind, lone in phases:
+            if count == 0:
+                continue
             phase = surge.run(Phase(name, count), surge.blobs(count), kind=kind, lone=lone)
             row = phase.row()
             if lone and count >= 20:
@@ -310,6 +330,47 @@ def one_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+@contextlib.contextmanager
+def fresh_azurite() -> Iterator[None]:
+    """An empty Azurite on free ports, in a temporary folder, for the `with` block."""
+    global AZURITE, BLOB_ENDPOINT
+    ports = []
+    for _ in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    folder = tempfile.mkdtemp(prefix="surge-azurite-")
+    azurite = subprocess.Popen(
+        [str(REPO / "node_modules" / ".bin" / "azurite"), "--silent", "--skipApiVersionCheck",
+         "--location", folder, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
+         "--tableHost", "127.0.0.1", "--blobPort", str(ports[0]), "--queuePort", str(ports[1]),
+         "--tablePort", str(ports[2])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    saved = {k: os.environ.get(k) for k in ("SURGE_AZURITE_PORTS", "SURGE_AZURITE_PID")}
+    try:
+        for port in ports:
+            for _ in range(100):
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+        os.environ["SURGE_AZURITE_PORTS"] = ",".join(map(str, ports))
+        os.environ["SURGE_AZURITE_PID"] = str(azurite.pid)
+        AZURITE, BLOB_ENDPOINT = _endpoints()
+        yield
+    finally:
+        azurite.terminate()
+        azurite.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        AZURITE, BLOB_ENDPOINT = _endpoints()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", "-W", type=int, default=4, help="worker processes (4)")
@@ -320,13 +381,20 @@ def main() -> None:
                         help="lone events between the waves (600)")
     parser.add_argument("--runs", type=int, default=1, help="whole runs, each on a fresh table")
     parser.add_argument("--json", type=Path, help="also write every run's rows here")
+    parser.add_argument("--fresh-azurite", action="store_true",
+                        help="start an empty Azurite of its own for each run (from node_modules; "
+                        "its cost per request grows with what it holds)")
     args = parser.parse_args()
     print(f"surge: W={args.workers} T={args.threads} B={args.blobs} H={args.history}, "
           f"{os.cpu_count()} cores", flush=True)
     runs = []
     for index in range(args.runs):
         print(f"-- run {index + 1} of {args.runs}", flush=True)
-        runs.append(one_run(args))
+        if args.fresh_azurite:
+            with fresh_azurite():
+                runs.append(one_run(args))
+        else:
+            runs.append(one_run(args))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
 
