@@ -274,3 +274,29 @@ def test_an_arrival_claim_writes_its_entries_at_once_then_the_row_without_readin
     counted.reset()
     assert claim(ledger, "a", "B").outcome == "in_progress"
     assert counted.requests == 1  # read first (the default): a duplicate costs one read
+
+
+@pytest.mark.azurite
+def test_open_entries_whose_deletion_found_no_service_are_deleted_on_a_later_round(
+    azure, unique_name
+):
+    """A dropped connection must not end the deletions (here: a port nothing listens on)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.data.tables import TableClient
+
+    from ingest_core.ledger.azure_table import _open_partition
+
+    ledger, _ = azure
+    live = ledger._client
+    ledger.complete(claim(ledger, "a", "A").record, delta_version=0, rows=1)  # entry queued
+    ledger._client = TableClient(
+        "http://127.0.0.1:9/devstoreaccount1", unique_name, credential=live.credential,
+        retry_total=0,
+    )
+    ledger.flush()  # raises nothing: the entry stays queued
+    ledger._client = live
+    entry = (_open_partition(TABLE, sha("a")), sha("a"))
+    assert live.get_entity(*entry)["target_table"] == TABLE
+    ledger.flush()
+    with pytest.raises(ResourceNotFoundError):
+        live.get_entity(*entry)

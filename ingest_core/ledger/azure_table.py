@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -66,6 +67,8 @@ from ingest_core.ledger.base import (
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
+
+logger = logging.getLogger("ingest_core.ledger")
 
 SCHEME = "azure-table://"
 MAX_PROPERTY_UTF16 = 30_000
@@ -485,13 +488,14 @@ class AzureTableLedger(BaseLedger):
             self._delete_taken()
 
     def _delete_taken(self) -> None:
-        from azure.core.exceptions import HttpResponseError
+        from azure.core.exceptions import AzureError, HttpResponseError
 
         with self._retire:
             taken, self._retired = self._retired, []
         partitions: dict[str, list[str]] = {}
         for partition, row in dict.fromkeys(taken):
             partitions.setdefault(partition, []).append(row)
+        unsent: list[tuple[str, str]] = []
         for partition, rows in partitions.items():
             for start in range(0, len(rows), _BATCH):
                 chunk = rows[start : start + _BATCH]
@@ -501,11 +505,24 @@ class AzureTableLedger(BaseLedger):
                     continue
                 except HttpResponseError:
                     pass  # one entry gone already fails the batch: delete them one by one
+                except AzureError:  # the service did not answer: try again next round
+                    unsent.extend((partition, r) for r in chunk)
+                    continue
                 for row in chunk:
                     try:
                         self._client.delete_entity(partition, row)
                     except HttpResponseError:
                         pass  # stale or gone: the next reader drops it
+                    except AzureError:
+                        unsent.append((partition, row))
+        if unsent:
+            logger.warning(
+                "ledger: %d open-index entries not deleted (the Table service did not answer); "
+                "retrying, and a reader drops them meanwhile", len(unsent),
+            )
+            with self._retire:
+                if not self._closing:
+                    self._retired.extend(unsent)
 
     def _open_rows(self, table: str) -> Iterator[FileRecord]:
         """The open rows of `table`: one query over its open entries, then a read of each row."""
