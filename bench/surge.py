@@ -331,7 +331,7 @@ def one_run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def fresh_azurite() -> Iterator[None]:
+def fresh_azurite(*, in_memory: bool = False) -> Iterator[None]:
     """An empty Azurite on free ports, in a temporary folder, for the `with` block."""
     global AZURITE, BLOB_ENDPOINT
     ports = []
@@ -342,9 +342,9 @@ def fresh_azurite() -> Iterator[None]:
     folder = tempfile.mkdtemp(prefix="surge-azurite-")
     azurite = subprocess.Popen(
         [str(REPO / "node_modules" / ".bin" / "azurite"), "--silent", "--skipApiVersionCheck",
-         "--location", folder, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
-         "--tableHost", "127.0.0.1", "--blobPort", str(ports[0]), "--queuePort", str(ports[1]),
-         "--tablePort", str(ports[2])],
+         *(["--inMemoryPersistence"] if in_memory else ["--location", folder]),
+         "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+         "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     saved = {k: os.environ.get(k) for k in ("SURGE_AZURITE_PORTS", "SURGE_AZURITE_PID")}
@@ -384,6 +384,8 @@ def main() -> None:
     parser.add_argument("--fresh-azurite", action="store_true",
                         help="start an empty Azurite of its own for each run (from node_modules; "
                         "its cost per request grows with what it holds)")
+    parser.add_argument("--in-memory", action="store_true",
+                        help="with --fresh-azurite: --inMemoryPersistence (no emulator disk I/O)")
     args = parser.parse_args()
     print(f"surge: W={args.workers} T={args.threads} B={args.blobs} H={args.history}, "
           f"{os.cpu_count()} cores", flush=True)
@@ -391,7 +393,7 @@ def main() -> None:
     for index in range(args.runs):
         print(f"-- run {index + 1} of {args.runs}", flush=True)
         if args.fresh_azurite:
-            with fresh_azurite():
+            with fresh_azurite(in_memory=args.in_memory):
                 runs.append(one_run(args))
         else:
             runs.append(one_run(args))
