@@ -7,7 +7,7 @@ import json
 import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
-from ingest_core.cli.logs import log_file, new_run_id
+from ingest_core.cli.logs import log_file
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, split_names, table_key
@@ -15,6 +15,7 @@ from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
 from ingest_core.ops.lookup import path_matcher
 from ingest_core.results import IngestResult, RunStats
+from ingest_core.run_ids import new_run_id
 
 
 @cli.command()
@@ -110,10 +111,9 @@ def run(
     run_id = new_run_id()
     stats = ingest_sources(config, list(sources), show_progress=not as_json, run_id=run_id)
     if as_json:
-        click.echo(json.dumps({**stats.to_dict(), "run_id": run_id}))
+        click.echo(json.dumps(stats.to_dict()))
     else:
         print_summary(stats)
-        click.echo(f"run id: {run_id}", err=True)
     return EXIT_OK if stats.ok else EXIT_FILES_NOT_DONE
 
 
@@ -137,7 +137,8 @@ def ingest_sources(
 ) -> RunStats:
     """List the sources and ingest them into the table, or the tables their routes name.
 
-    With `run_id`, each settled file is logged as an `ingest_file` line carrying it.
+    Every ledger row and Delta commit of the run carries `run_id` (default: a new
+    one); each settled file is logged as an `ingest_file` line carrying it.
     """
     from ingest_core.session import Session
 
@@ -147,14 +148,13 @@ def ingest_sources(
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         with progress(len(files), show_progress) as advance:
-            if run_id is None:
-                return session.run(files, advance)
+            run = run_id or new_run_id()
 
             def settled(result: IngestResult) -> None:
-                log_file(result, run_id)
+                log_file(result, run)
                 advance(result)
 
-            return session.run(files, settled)
+            return session.run(files, settled, run_id=run)
 
 
 @cli.command()

@@ -55,7 +55,7 @@ def progress(total: int, enabled: bool) -> Iterator[Callable[[IngestResult], Non
 
 
 def print_summary(stats: RunStats) -> None:
-    """Problem files on stderr, then one line of counts."""
+    """Problem files on stderr, then one line of counts, then the run id (stderr)."""
     for result in stats.files:
         if result.status in ("failed", "quarantined", "in_progress", "unrouted"):
             click.echo(f"{result.status}: {result.error or result.path}", err=True)
@@ -66,6 +66,13 @@ def print_summary(stats: RunStats) -> None:
                 "bad-rows table)")
     click.echo(f"{len(stats.files)} files: {counts or 'nothing to do'}; {stats.rows} rows "
                f"written{kept}")
+    print_run_id(stats.run_id)
+
+
+def print_run_id(run_id: str | None) -> None:
+    """The run's id on stderr, for `ingest history` and the Delta commits' metadata."""
+    if run_id:
+        click.echo(f"run id: {run_id}", err=True)
 
 
 def print_records(rows: Sequence[FileRecord]) -> None:

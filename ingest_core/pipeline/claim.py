@@ -35,13 +35,16 @@ class Claimer:
         self._keeper = keeper
         self._settler = settler
 
-    def claim(self, fetched: Fetched, claimed_here: dict[str, str]) -> Work | IngestResult:
+    def claim(
+        self, fetched: Fetched, claimed_here: dict[str, str], run_id: str | None = None
+    ) -> Work | IngestResult:
         """The claimed work, or the file's result when there is nothing to write.
 
-        `claimed_here` maps the contents claimed so far in this run to their path.
+        `claimed_here` maps the contents claimed so far in this run to their path;
+        `run_id` names the run on the row.
         """
         if isinstance(fetched.copy, Exception):
-            return self._settler.unread(fetched, fetched.copy)
+            return self._settler.unread(fetched, fetched.copy, run_id)
         copy = fetched.copy
         crash_point("after_hash")
         if copy.sha256 in claimed_here:
@@ -55,10 +58,12 @@ class Claimer:
             max_attempts=self._config.max_attempts,
             size=copy.size,
             source_etag=copy.etag,
+            run_id=run_id,
         )
         if claim.outcome != "claimed":
             return self._settler.not_claimed(fetched, copy, claim)
         claimed_here[copy.sha256] = fetched.file.uri
         self._keeper.hold(claim.record)
         crash_point("after_claim")
-        return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started)
+        return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started,
+                    run_id=run_id)
