@@ -60,6 +60,7 @@ def maintain(
     cleanup_logs: bool = False,
     force: bool = False,
     staging_after_s: float | None = STAGING_AFTER_S,
+    run_id: str | None = None,
 ) -> MaintenanceReport:
     """Compact the table's small files and write a checkpoint; optionally vacuum and clean logs.
 
@@ -80,6 +81,7 @@ def maintain(
         staging_after_s: commit files the group commit left staged longer than
             this, and delete data files of intents another file superseded
             (`GroupCommit.clean`); None: leave the staging area alone.
+        run_id: the maintenance run, named by the commit of left-staged files.
     """
     if vacuum_hours is not None and vacuum_hours < MIN_VACUUM_HOURS and not force:
         raise ConfigurationError(
@@ -96,7 +98,7 @@ def maintain(
 
         group = GroupCommit(ref)
         try:
-            report.staging = group.clean(staging_after_s)
+            report.staging = group.clean(staging_after_s, run_id)
         finally:
             group.close()
         table.update_incremental()
