@@ -8,7 +8,7 @@ import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.logs import log_file
-from ingest_core.cli.output import print_records, print_summary, progress
+from ingest_core.cli.output import print_records, print_runs, print_summary, progress
 from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, split_names, table_key
 from ingest_core.errors import ConfigurationError
@@ -189,28 +189,48 @@ def status(
 @cli.command()
 @click.option("--table", "table_uri", metavar="URI",
               help="Only this table's rows (and its default ledger if --ledger is not given).")
+@click.option("--routes", "routes_file", metavar="FILE",
+              help="Every table of this routes file (TOML), rows tagged with their table; "
+                   "instead of --table.")
 @click.option("--ledger", "ledger_uri", metavar="URI", help="The ledger to read.")
 @click.option("--since", metavar="WHEN", help="From this time: ISO 8601 or an age (6h, 2d).")
 @click.option("--until", metavar="WHEN", help="Up to this time: ISO 8601 or an age.")
 @click.option("--path", "path_glob", metavar="GLOB", help="Only files whose path matches.")
 @click.option("--state", type=click.Choice(STATUSES), help="Only rows in this state.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="At most N runs (--by run) or rows (--by file).")
+@click.option("--by", type=click.Choice(["run", "file"]), default="run", show_default=True,
+              help="One row per run, or one per file.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object on stdout: {"runs": [...]} or {"files": [...]}.')
 def history(
-    table_uri: str | None, ledger_uri: str | None, since: str | None, until: str | None,
-    path_glob: str | None, state: str | None, limit: int | None, as_json: bool,
+    table_uri: str | None, routes_file: str | None, ledger_uri: str | None, since: str | None,
+    until: str | None, path_glob: str | None, state: str | None, limit: int | None, by: str,
+    as_json: bool,
 ) -> int:
-    """Load history by file: path, sha256, status, rows, Delta version, when; newest first."""
+    """Load history from the ledger (read-only), newest first.
+
+    By run (default): run id, started, finished, files by outcome, rows, Delta
+    versions; rows written before run ids were kept show under run id "-".
+    By file: path, sha256, status, rows, Delta version, run id, when. With
+    --routes (or INGEST_ROUTES), every routed table's rows, tagged with their table.
+    """
     from ingest_core.ops.history import history as load_history
     from ingest_core.ops.history import parse_when
 
-    config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
-    report = load_history(
+    if table_uri and routes_file:
+        raise click.UsageError("give --table or --routes, not both")
+    config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri,
+                      routes=routes_file)
+    report = load_history(  # a --table wins over INGEST_ROUTES
         config, since=parse_when(since) if since else None,
         until=parse_when(until) if until else None, path=path_glob, state=state, limit=limit,
+        by="file" if by == "file" else "run",
     )
     if as_json:
         click.echo(json.dumps(report.to_dict()))
+    elif report.by == "file":
+        print_records(report.files, run_ids=True)
     else:
-        print_records(report.files)
+        print_runs(report.runs)
     return EXIT_OK
