@@ -125,10 +125,13 @@ def _dry_run(config: IngestConfig, sources: list[str], as_json: bool) -> int:
         click.echo(json.dumps(report.to_dict()))
         return EXIT_OK
     for planned in report.files:
-        click.echo(f"{planned.action:<12} {planned.sha256[:12]}  {planned.path}")
+        sha = (planned.sha256 or "-")[:12]
+        where = "" if report.table else f"  -> {planned.table or '-'}: {planned.reason}"
+        click.echo(f"{planned.action:<12} {sha:<12}  {planned.path}{where}")
+    unrouted = f", {report.count('unrouted')} unrouted" if report.count("unrouted") else ""
     click.echo(f"dry run, nothing written: {report.count('ingest')} to ingest, "
                f"{report.count('skip')} to skip, {report.count('in_progress')} in progress "
-               f"elsewhere, {report.count('quarantined')} quarantined", err=True)
+               f"elsewhere, {report.count('quarantined')} quarantined{unrouted}", err=True)
     return EXIT_OK
 
 
