@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from ingest_core.delta.data_files import write_file
 from ingest_core.delta.group_commit import GroupCommit
 from ingest_core.delta.target import METADATA_KEY, RUN_ID_KEY, RUN_IDS_KEY
 from ingest_core.ingestor import IdempotentIngestor
+from ingest_core.ledger import QUARANTINED
 from ingest_core.ledger.sqlite import SqliteLedger
 from ingest_core.maintenance import redrive
 from ingest_core.ops.replay import replay_sources
+from ingest_core.ops.retry import retry
 from ingest_core.ops.sweep import sweep
 from ingest_core.session import Session
 
@@ -142,3 +145,27 @@ def test_the_command_line_prints_the_run_id_kept_on_rows_and_commits(
     [line] = [x for x in text.stderr.splitlines() if x.startswith("run id: ")]
     replay_id = line.removeprefix("run id: ")
     assert {r.path: r.run_id for r in _rows(table_uri)}[str(landing / "b.parquet")] == replay_id
+
+
+def test_retry_releases_dismisses_and_redrives_under_its_run_id(landing: Path, table_uri: str):
+    kept = write_parquet(landing / "a.parquet", start=0)
+    gone = write_parquet(landing / "b.parquet", start=10)
+    config = IngestConfig(table_uri=table_uri)
+    ledger = SqliteLedger(f"{table_uri}.ledger.sqlite")
+    try:
+        for path, quarantine in ((kept, True), (gone, False)):  # a run that failed them
+            claimed = ledger.claim(
+                table_key(table_uri), hashlib.sha256(path.read_bytes()).hexdigest(),
+                path=str(path), owner="x", lease_seconds=60, max_attempts=3, run_id="first",
+            )
+            ledger.fail(claimed.record, "boom", quarantine=quarantine)
+    finally:
+        ledger.close()
+    gone.unlink()
+    report = retry(config, include_quarantined=True, forget_gone=True, run_id="retry-7")
+    assert report.to_dict()["run_id"] == "retry-7"
+    assert [r.run_id for r in report.released] == ["retry-7"]
+    assert [(r.status, r.run_id) for r in report.dismissed] == [(QUARANTINED, "retry-7")]
+    assert {r.path: (r.status, r.run_id) for r in _rows(table_uri)} == {
+        str(kept): ("succeeded", "retry-7"), str(gone): (QUARANTINED, "retry-7"),
+    }
