@@ -134,11 +134,14 @@ def test_the_command_line_prints_the_run_id_kept_on_rows_and_commits(
     landing: Path, table_uri: str
 ):
     write_parquet(landing / "a.parquet", start=0)
-    result = run_cli("run", str(landing), "--table", table_uri, "--json")
+    write_parquet(landing / "a2.parquet", start=5)
+    result = run_cli("run", str(landing), "--table", table_uri, "--json", "--workers", "2",
+                     "--batch-files", "1")
     assert result.returncode == 0, result.stderr
     run_id = json.loads(result.stdout)["run_id"]
-    assert {r.run_id for r in _rows(table_uri)} == {run_id}
-    assert _commits(table_uri)[-1][RUN_ID_KEY] == run_id
+    assert {r["run_id"] for r in json.loads(result.stdout)["files"]} == {run_id}
+    assert {r.run_id for r in _rows(table_uri)} == {run_id}  # both worker processes wrote it
+    assert {c[RUN_ID_KEY] for c in _commits(table_uri)} == {run_id}
     write_parquet(landing / "b.parquet", start=10)
     text = run_cli("replay", str(landing), "--table", table_uri)
     assert text.returncode == 0, text.stderr
