@@ -275,7 +275,7 @@ class Committer:
 
                     assert self.bad_rows_uri is not None
                     self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
-                self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows)
+                self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows, work.run_id)
 
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""
