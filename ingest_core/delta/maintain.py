@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deltalake import CommitProperties
+
 from ingest_core.config import IngestConfig
-from ingest_core.delta.target import TableRef
+from ingest_core.delta.target import TableRef, run_metadata
 from ingest_core.errors import ConfigurationError
 
 
@@ -81,7 +83,8 @@ def maintain(
         staging_after_s: commit files the group commit left staged longer than
             this, and delete data files of intents another file superseded
             (`GroupCommit.clean`); None: leave the staging area alone.
-        run_id: the maintenance run, named by the commit of left-staged files.
+        run_id: the maintenance run, named (`ingest.run_id`) by the commits of
+            left-staged files and of compaction.
     """
     if vacuum_hours is not None and vacuum_hours < MIN_VACUUM_HOURS and not force:
         raise ConfigurationError(
@@ -103,7 +106,7 @@ def maintain(
             group.close()
         table.update_incremental()
     if compact:
-        report.compaction = dict(table.optimize.compact())
+        report.compaction = dict(table.optimize.compact(commit_properties=_run_properties(run_id)))
         table.update_incremental()
     if checkpoint:
         table.create_checkpoint()
@@ -117,3 +120,10 @@ def maintain(
         report.logs_cleaned = True
     report.version = table.version()
     return report
+
+
+def _run_properties(run_id: str | None) -> CommitProperties | None:
+    """Commit properties naming the maintenance run (None: delta-rs's defaults)."""
+    if not run_id:
+        return None
+    return CommitProperties(custom_metadata=run_metadata(run_id, ()))
