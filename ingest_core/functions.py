@@ -468,7 +468,7 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
             redriven = redrive(session, on_result=log, run_id=run_id)
         report = maintain(config, run_id=run_id)
         _log_maintenance(report, redriven, past_due, poison)
-        sweep_landing(config)
+        sweep_landing(config, run_id)
         cleanup_landing(config)
         return [report]
     reports: list[MaintenanceReport] = []
@@ -488,7 +488,7 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
             reports.append(report)
     if failed:
         raise IngestError(f"maintenance failed for {', '.join(failed)}; see the log lines")
-    sweep_landing(config)
+    sweep_landing(config, run_id)
     cleanup_landing(config)
     return reports
 
@@ -518,13 +518,14 @@ _sweep_position = {"skip": 0}
 process's memory: a restart starts again at the top)."""
 
 
-def sweep_landing(config: IngestConfig) -> SweepReport | None:
+def sweep_landing(config: IngestConfig, run_id: str | None = None) -> SweepReport | None:
     """Re-drive files under INGEST_SWEEP_PREFIXES that no event brought, a window per tick.
 
     Each tick looks at the next INGEST_SWEEP_MAX_FILES listed files, after
     where the last tick stopped, and wraps around at the end of the listing.
     One `sweep` log line with the counts; a `sweep_error` line (maintenance
     still succeeds) when the prefixes cannot be listed. None when no prefix is set.
+    `run_id`: the maintenance tick's (default: a new one).
     """
     if not config.sweep_prefixes:
         return None
@@ -536,7 +537,7 @@ def sweep_landing(config: IngestConfig) -> SweepReport | None:
         endpoint = account_settings(config.storage).blob_endpoint
         sources = [p if "://" in p else f"{endpoint}/{p.lstrip('/')}"
                    for p in config.sweep_prefixes]
-        report = sweep(config, sources, skip=skip, limit=config.sweep_max_files)
+        report = sweep(config, sources, skip=skip, limit=config.sweep_max_files, run_id=run_id)
     except Exception as exc:
         error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
         logger.error(json.dumps({"event": "sweep_error", "error": error,
@@ -547,7 +548,7 @@ def sweep_landing(config: IngestConfig) -> SweepReport | None:
         "event": "sweep", "skip": skip, "listed": report.listed, "more": report.more,
         "unseen": len(report.unseen), "changed": len(report.changed),
         "stalled": len(report.stalled), "unrouted": len(report.unrouted),
-        "redriven": report.stats.counts,
+        "redriven": report.stats.counts, "run_id": report.stats.run_id,
         "files": [redact(p) for p in [*report.unseen, *report.changed, *report.stalled]]
         [:MAX_LOGGED_FILES],
     }

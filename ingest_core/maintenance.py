@@ -62,9 +62,9 @@ def redrive(
     if records is None:
         key = table or table_key(session.config.table_uri)
         records = due_for_redrive(session.ledger_of(key), key, session.config.max_attempts)
-    report = RedriveReport()
     from ingest_core.session import distinct
 
+    report = RedriveReport()
     records = list(records)
     files, gone = session.present_all(r.path for r in records)
     gone_paths = set(gone)

@@ -263,6 +263,8 @@ def test_the_scheduled_sweep_ingests_unannounced_blobs_a_bounded_window_per_tick
         [line] = _log_lines(caplog, "sweep")
         ticks.append((line["skip"], line["listed"], line["more"], line["unseen"]))
         assert line["listed"] <= 2
+        [tick] = _log_lines(caplog, "maintenance")
+        assert line["run_id"] == tick["run_id"] and tick["run_id"].startswith("fn-maintenance-")
     assert ticks == [(0, 2, True, 2), (2, 2, True, 2), (4, 1, False, 1), (0, 2, True, 0)]
     assert id_counts(host.table) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
 
