@@ -57,6 +57,7 @@ from ingest_core.ledger import STATUSES, BaseLedger, open_ledger
 from ingest_core.maintenance import RedriveReport, redrive, routed_tables
 from ingest_core.results import IngestResult
 from ingest_core.routing import Routes, load_routes
+from ingest_core.run_ids import new_run_id
 from ingest_core.session import Session
 from ingest_core.sources import SourceFile
 
@@ -150,6 +151,14 @@ def routed_ledger_uri(config: IngestConfig) -> str:
 # -- triggers -----------------------------------------------------------------------
 
 
+def function_run_id(kind: str = "event") -> str:
+    """The run id of one invocation (`fn-event-...`) or maintenance tick (`fn-maintenance-...`).
+
+    Generated: the trigger bindings hand the function no invocation id.
+    """
+    return f"fn-{kind}-{new_run_id()}"
+
+
 def on_blob_client(client: BlobClient) -> IngestResult | None:
     """Ingest the blob the blob trigger bound: a `BlobClient`, a reference the body streams from.
 
@@ -230,7 +239,9 @@ def _ingest(
         return None
     assert verdict.url is not None and file is not None
     try:
-        result: IngestResult | None = app_session(config).ingest_one(file)
+        result: IngestResult | None = app_session(config).ingest_one(
+            file, run_id=function_run_id()
+        )
     except SourceGoneError:
         result = None
     except Exception as exc:
@@ -263,9 +274,10 @@ def _ingest_directory(verdict: Verdict, config: IngestConfig) -> IngestResult | 
     assert verdict.url is not None
     session = app_session(config)
     results: list[IngestResult] = []
+    run_id = function_run_id()
     for file in session.list_sources([verdict.url.rstrip("/") + "/"]):
         try:
-            result = session.ingest_one(file)
+            result = session.ingest_one(file, run_id=run_id)
         except SourceGoneError:
             continue
         log_result(result, trigger="event_grid", event_id=verdict.event_id)
@@ -306,6 +318,8 @@ def log_result(
     }
     if event_id:
         line["event_id"] = event_id
+    if result.run_id:
+        line["run_id"] = result.run_id
     if result.table:
         line["table"] = redact(result.table)
     if result.error:
@@ -438,6 +452,7 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
     from ingest_core.delta.maintain import maintain
 
     config = app_config()
+    run_id = function_run_id("maintenance")
 
     def log(result: IngestResult) -> None:
         log_result(result, trigger="maintenance")
@@ -450,10 +465,10 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
     poison = poison_depth(config)
     if routes is None:
         with Session(config) as session:
-            redriven = redrive(session, on_result=log)
-        report = maintain(config)
+            redriven = redrive(session, on_result=log, run_id=run_id)
+        report = maintain(config, run_id=run_id)
         _log_maintenance(report, redriven, past_due, poison)
-        sweep_landing(config)
+        sweep_landing(config, run_id)
         cleanup_landing(config)
         return [report]
     reports: list[MaintenanceReport] = []
@@ -461,8 +476,8 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
     with Session(config, routes) as session:
         for table in routed_tables(routes, session.unrouted_ledger()):
             try:
-                redriven = redrive(session, table, log)
-                report = maintain(config.replace(table_uri=table))
+                redriven = redrive(session, table, log, run_id=run_id)
+                report = maintain(config.replace(table_uri=table), run_id=run_id)
             except Exception as exc:
                 error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
                 line = {"event": "maintenance_error", "table": redact(table), "error": error}
@@ -473,7 +488,7 @@ def run_maintenance(*, past_due: bool = False) -> list[MaintenanceReport]:
             reports.append(report)
     if failed:
         raise IngestError(f"maintenance failed for {', '.join(failed)}; see the log lines")
-    sweep_landing(config)
+    sweep_landing(config, run_id)
     cleanup_landing(config)
     return reports
 
@@ -503,13 +518,14 @@ _sweep_position = {"skip": 0}
 process's memory: a restart starts again at the top)."""
 
 
-def sweep_landing(config: IngestConfig) -> SweepReport | None:
+def sweep_landing(config: IngestConfig, run_id: str | None = None) -> SweepReport | None:
     """Re-drive files under INGEST_SWEEP_PREFIXES that no event brought, a window per tick.
 
     Each tick looks at the next INGEST_SWEEP_MAX_FILES listed files, after
     where the last tick stopped, and wraps around at the end of the listing.
     One `sweep` log line with the counts; a `sweep_error` line (maintenance
     still succeeds) when the prefixes cannot be listed. None when no prefix is set.
+    `run_id`: the maintenance tick's (default: a new one).
     """
     if not config.sweep_prefixes:
         return None
@@ -521,7 +537,7 @@ def sweep_landing(config: IngestConfig) -> SweepReport | None:
         endpoint = account_settings(config.storage).blob_endpoint
         sources = [p if "://" in p else f"{endpoint}/{p.lstrip('/')}"
                    for p in config.sweep_prefixes]
-        report = sweep(config, sources, skip=skip, limit=config.sweep_max_files)
+        report = sweep(config, sources, skip=skip, limit=config.sweep_max_files, run_id=run_id)
     except Exception as exc:
         error = redact(f"{type(exc).__name__}: {exc}")[:MAX_LOGGED_ERROR]
         logger.error(json.dumps({"event": "sweep_error", "error": error,
@@ -532,7 +548,7 @@ def sweep_landing(config: IngestConfig) -> SweepReport | None:
         "event": "sweep", "skip": skip, "listed": report.listed, "more": report.more,
         "unseen": len(report.unseen), "changed": len(report.changed),
         "stalled": len(report.stalled), "unrouted": len(report.unrouted),
-        "redriven": report.stats.counts,
+        "redriven": report.stats.counts, "run_id": report.stats.run_id,
         "files": [redact(p) for p in [*report.unseen, *report.changed, *report.stalled]]
         [:MAX_LOGGED_FILES],
     }
@@ -574,6 +590,7 @@ def _log_maintenance(
         "past_due": past_due,
         "poison": poison,
         "redriven": redriven.stats.counts,
+        "run_id": redriven.stats.run_id,
         "gone": [redact(r.path) for r in redriven.gone],
         **report.to_dict(),
         "table": redact(report.table),

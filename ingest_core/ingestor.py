@@ -32,6 +32,7 @@ from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
 from ingest_core.pipeline.work import Work
 from ingest_core.results import IngestResult, RunStats
+from ingest_core.run_ids import new_run_id
 from ingest_core.sources import SourceFile, Sources
 
 if TYPE_CHECKING:
@@ -60,6 +61,9 @@ class IdempotentIngestor:
             and keyword options override its fields.
         owner: the owner token of this worker's claims (default: a new one).
         **options: any other `IngestConfig` field (format, schema_mode, lineage, ...).
+
+    Every ingesting method takes `run_id`, the id written on the ledger rows
+    and Delta commits of the call (default: a new one, `run_ids.new_run_id`).
     """
 
     def __init__(
@@ -109,34 +113,39 @@ class IdempotentIngestor:
         """The table's ledger key: `table_key` under the name wave-1 callers use."""
         return self.table_key
 
-    def ingest_file(self, path: str) -> IngestResult:
+    def ingest_file(self, path: str, *, run_id: str | None = None) -> IngestResult:
         """Ingest one file; returns its result (status ingested, skipped, ...)."""
         files = self.list_sources([path])
         if len(files) != 1 or (is_local(path) and local_path(path).is_dir()):
             raise ConfigurationError(f"{path} is not a single file; use ingest_directory")
-        return next(iter(self.ingest(files)))
+        return next(iter(self.ingest(files, run_id=run_id)))
 
-    def ingest_directory(self, path: str) -> RunStats:
+    def ingest_directory(self, path: str, *, run_id: str | None = None) -> RunStats:
         """Ingest every file under a folder or prefix (recursive)."""
-        return self.ingest_sources([path])
+        return self.ingest_sources([path], run_id=run_id)
 
     def ingest_sources(
-        self, roots: Iterable[str], on_result: Callable[[IngestResult], None] | None = None
+        self, roots: Iterable[str], on_result: Callable[[IngestResult], None] | None = None,
+        *, run_id: str | None = None,
     ) -> RunStats:
         """Ingest every file under each root (file, folder or prefix)."""
-        return self.run(self.list_sources(roots), on_result)
+        return self.run(self.list_sources(roots), on_result, run_id=run_id)
 
     def list_sources(self, roots: Iterable[str]) -> list[SourceFile]:
         """Every file under the roots, in listing order, each once."""
         return self._sources.list(roots)
 
     def run(
-        self, files: Iterable[SourceFile], on_result: Callable[[IngestResult], None] | None = None
+        self, files: Iterable[SourceFile], on_result: Callable[[IngestResult], None] | None = None,
+        *, run_id: str | None = None,
     ) -> RunStats:
         """Ingest `files`, calling `on_result` as each one settles."""
-        return RunStats.collect(self.ingest(files), on_result)
+        run_id = run_id or new_run_id()
+        return RunStats.collect(self.ingest(files, run_id=run_id), on_result, run_id)
 
-    def ingest(self, files: Iterable[SourceFile]) -> Iterator[IngestResult]:
+    def ingest(
+        self, files: Iterable[SourceFile], *, run_id: str | None = None
+    ) -> Iterator[IngestResult]:
         """Ingest `files`, yielding one result per file as it settles.
 
         Small files gather in a batch, committed together once it holds
@@ -145,12 +154,18 @@ class IdempotentIngestor:
         In merge mode every file is read whole and merged in a commit of its
         own, in arrival order.
         """
+        run_id = run_id or new_run_id()
+        for result in self._ingest(files, run_id):
+            result.run_id = run_id
+            yield result
+
+    def _ingest(self, files: Iterable[SourceFile], run_id: str) -> Iterator[IngestResult]:
         batch: list[Work] = []
         batch_bytes = 0
         claimed_here: dict[str, str] = {}
-        self._check_ledger()
+        self._check_ledger(run_id)
         for fetched in self._fetcher.ahead(files):
-            work = self._claimer.claim(fetched, claimed_here)
+            work = self._claimer.claim(fetched, claimed_here, run_id)
             if isinstance(work, IngestResult):
                 yield work
                 continue
@@ -178,7 +193,7 @@ class IdempotentIngestor:
                 batch, batch_bytes = [], 0
         yield from self._committer.commit_batch(batch)
 
-    def ingest_one(self, file: SourceFile) -> IngestResult:
+    def ingest_one(self, file: SourceFile, *, run_id: str | None = None) -> IngestResult:
         """Ingest one file, sharing Delta commits with concurrent calls; safe from many threads.
 
         What an event-driven caller needs: each call does its own download,
@@ -192,15 +207,21 @@ class IdempotentIngestor:
         Raises:
             SourceGoneError: the file is not there (nothing is recorded).
         """
-        self._check_ledger()
+        run_id = run_id or new_run_id()
+        result = self._ingest_one(file, run_id)
+        result.run_id = run_id
+        return result
+
+    def _ingest_one(self, file: SourceFile, run_id: str) -> IngestResult:
+        self._check_ledger(run_id)
         fetched = self._fetcher.fetch(file)
         if isinstance(fetched.copy, SourceGoneError):
             raise fetched.copy
         if isinstance(fetched.copy, Exception):
-            return self._settler.unread(fetched, fetched.copy)
+            return self._settler.unread(fetched, fetched.copy, run_id)
         with self._group_path.one_at_a_time(fetched.copy.sha256):
             # One file, from an arrival event or a replay: new content is the common case.
-            work = self._claimer.claim(fetched, {}, expect_new=True)
+            work = self._claimer.claim(fetched, {}, run_id, expect_new=True)
             if isinstance(work, IngestResult):
                 return work
             try:
@@ -229,7 +250,7 @@ class IdempotentIngestor:
 
     # -- the table --------------------------------------------------------------------
 
-    def _check_ledger(self) -> None:
+    def _check_ledger(self, run_id: str) -> None:
         """Rebuild this table's rows of a lost ledger from the table's lineage (once).
 
         A ledger holding no row of a table that has rows was deleted or
@@ -254,7 +275,7 @@ class IdempotentIngestor:
             if snapshot is None or lineage.txn_retention_s(snapshot) is None:
                 return  # ids kept for good: the guard recognises every file
             for sha256, (path, rows) in lineage.contents(snapshot).items():
-                self._settler.recovered(sha256, path, rows, self.config.lease_seconds)
+                self._settler.recovered(sha256, path, rows, self.config.lease_seconds, run_id)
 
     @property
     def table_ref(self) -> TableRef:

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from ingest_core.config import table_key
 from ingest_core.ledger import BaseLedger, FileRecord
 from ingest_core.results import IngestResult, RunStats
-from ingest_core.sources import SourceFile
 
 if TYPE_CHECKING:
     from ingest_core.routing import Routes
@@ -43,6 +42,8 @@ def redrive(
     table: str | None = None,
     on_result: Callable[[IngestResult], None] | None = None,
     records: Iterable[FileRecord] | None = None,
+    *,
+    run_id: str | None = None,
 ) -> RedriveReport:
     """Re-ingest failed and stalled files by their recorded path, in one run.
 
@@ -56,19 +57,19 @@ def redrive(
         table: the table's ledger key; default: the session's one table.
         on_result: called as each file settles.
         records: the rows to re-drive; default: `due_for_redrive` of the table's ledger.
+        run_id: the run's id on the rows and commits (default: a new one).
     """
     if records is None:
         key = table or table_key(session.config.table_uri)
         records = due_for_redrive(session.ledger_of(key), key, session.config.max_attempts)
+    from ingest_core.session import distinct
+
     report = RedriveReport()
-    files: dict[str, SourceFile] = {}
-    for record in records:
-        file = session.present(record.path)
-        if file is None:
-            report.gone.append(record)
-        else:
-            files.setdefault(file.uri, file)
-    report.stats = session.run(list(files.values()), on_result)
+    records = list(records)
+    files, gone = session.present_all(r.path for r in records)
+    gone_paths = set(gone)
+    report.gone = [r for r in records if r.path in gone_paths]
+    report.stats = session.run(distinct(files.values()), on_result, run_id=run_id)
     return report
 
 

@@ -33,6 +33,8 @@ class IngestResult:
     """Rows with values kept in `_rescued_data` (`--bad-rows rescue`); None: not read here."""
     bad_rows: int | None = None
     """Rows that did not parse, written to the bad-rows table; None: not read here."""
+    run_id: str | None = None
+    """The run that settled it (the id on its ledger row and its Delta commit)."""
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (every field is a scalar: no deep copy, unlike `asdict`)."""
@@ -44,15 +46,18 @@ class RunStats:
     """The outcomes of a run, with counts per status."""
 
     files: list[IngestResult] = field(default_factory=list)
+    run_id: str | None = None
+    """The run's id (`ingest_core.run_ids`), on every ledger row and commit it made."""
 
     @classmethod
     def collect(
         cls,
         results: Iterable[IngestResult],
         on_result: Callable[[IngestResult], None] | None = None,
+        run_id: str | None = None,
     ) -> RunStats:
         """The stats of `results`, calling `on_result` as each one arrives."""
-        stats = cls()
+        stats = cls(run_id=run_id)
         for result in results:
             stats.add(result)
             if on_result is not None:
@@ -98,8 +103,10 @@ class RunStats:
         return self.counts[status]
 
     def to_dict(self) -> dict[str, object]:
-        """The `--json` shape: integer counts, `rows`, `rescued_rows`, `bad_rows`, `files`."""
+        """The `--json` shape: integer counts, `rows`, `rescued_rows`, `bad_rows`, `run_id`,
+        `files`."""
         return {
             **self.counts, "rows": self.rows, "rescued_rows": self.rescued_rows,
-            "bad_rows": self.bad_rows, "files": [r.to_dict() for r in self.files],
+            "bad_rows": self.bad_rows, "run_id": self.run_id,
+            "files": [r.to_dict() for r in self.files],
         }

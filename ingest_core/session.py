@@ -20,6 +20,9 @@ a quarantined row under the table key `unrouted:` with the error
 shared ledger (`--ledger` / INGEST_LEDGER_URI) when there is one, else in a
 SQLite file beside the routes file (`<routes file>.ledger.sqlite`). The ledger
 key stays (table, sha256): the same bytes routed to two tables land once in each.
+
+Run ids: `run`, `ingest`, `ingest_one` and `ingest_sources` take `run_id`, the
+id every ledger row and Delta commit of the call carries (default: a new one).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ingest_core.pipeline.fetch import Fetcher
 from ingest_core.pipeline.settle import result_of
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.routing import UNROUTED_TABLE, Routes, load_routes, routing_path
+from ingest_core.run_ids import new_run_id
 from ingest_core.sources import LocalCopy, SourceFile, Sources
 
 OnResult = Callable[[IngestResult], None]
@@ -116,6 +120,21 @@ class Session:
             return None
         return files[0] if len(files) == 1 else None
 
+    def present_all(self, uris: Iterable[str]) -> tuple[dict[str, SourceFile], list[str]]:
+        """The file at each of `uris` (by the URI as given) and the URIs where none is any more.
+
+        Two URIs may name one file (two spellings of a blob): `distinct` lists it once.
+        """
+        files: dict[str, SourceFile] = {}
+        gone: list[str] = []
+        for uri in dict.fromkeys(uris):
+            file = self.present(uri)
+            if file is None:
+                gone.append(uri)
+            else:
+                files[uri] = file
+        return files, gone
+
     def plan(self, files: Iterable[SourceFile]) -> RoutePlan:
         """Each file's table configuration; routed files carry their capture columns."""
         plan = RoutePlan()
@@ -145,38 +164,48 @@ class Session:
                 self._ingestors[config] = IdempotentIngestor(config=config, owner=self.owner)
             return self._ingestors[config]
 
-    def ingest(self, files: Iterable[SourceFile]) -> Iterator[IngestResult]:
+    def ingest(
+        self, files: Iterable[SourceFile], *, run_id: str | None = None
+    ) -> Iterator[IngestResult]:
         """Ingest `files` in this process, yielding one result per file as it settles.
 
         Every target's table and ledger is opened first, so a bad table URI in
         a route stops the run before anything is written.
         """
+        run_id = run_id or new_run_id()
         plan = self.plan(files)
         for config in plan.groups:
             self.ingestor(config)
         for file in plan.unrouted:
-            yield self.record_unrouted(file)
+            yield self.record_unrouted(file, run_id)
         for config, group in plan.groups.items():
-            for result in self.ingestor(config).ingest(group):
+            for result in self.ingestor(config).ingest(group, run_id=run_id):
                 yield self._tagged(result, config)
 
-    def ingest_one(self, file: SourceFile) -> IngestResult:
+    def ingest_one(self, file: SourceFile, *, run_id: str | None = None) -> IngestResult:
         """Ingest one file, sharing Delta commits with concurrent calls (`ingest_one` of
         `IdempotentIngestor`); safe to call from many threads at once."""
+        run_id = run_id or new_run_id()
         plan = self.plan([file])
         if plan.unrouted:
-            return self.record_unrouted(file)
+            return self.record_unrouted(file, run_id)
         [(config, [routed])] = plan.groups.items()
-        return self._tagged(self.ingestor(config).ingest_one(routed), config)
+        return self._tagged(self.ingestor(config).ingest_one(routed, run_id=run_id), config)
 
-    def run(self, files: Iterable[SourceFile], on_result: OnResult | None = None) -> RunStats:
+    def run(
+        self, files: Iterable[SourceFile], on_result: OnResult | None = None,
+        *, run_id: str | None = None,
+    ) -> RunStats:
         """Ingest `files`, with `config.workers` processes per table when > 1."""
+        run_id = run_id or new_run_id()
         if self.config.workers <= 1:
-            return RunStats.collect(self.ingest(files), on_result)
+            return RunStats.collect(self.ingest(files, run_id=run_id), on_result, run_id)
         plan = self.plan(files)
         for config in plan.groups:
             self.ingestor(config)
-        stats = RunStats.collect((self.record_unrouted(f) for f in plan.unrouted), on_result)
+        stats = RunStats.collect(
+            (self.record_unrouted(f, run_id) for f in plan.unrouted), on_result, run_id
+        )
         from ingest_core.parallel import run_parallel
 
         for config, group in plan.groups.items():
@@ -188,16 +217,19 @@ class Session:
                     on_result(result)
 
             if len(group) > 1 and config.mode != "merge":  # merges keep arrival order
-                run_parallel(config, group, tagged)
+                run_parallel(config, group, tagged, run_id)
             else:
-                self.ingestor(config).run(group, tagged)
+                self.ingestor(config).run(group, tagged, run_id=run_id)
         return stats
 
-    def ingest_sources(self, roots: Iterable[str], on_result: OnResult | None = None) -> RunStats:
+    def ingest_sources(
+        self, roots: Iterable[str], on_result: OnResult | None = None,
+        *, run_id: str | None = None,
+    ) -> RunStats:
         """List the roots and ingest every file under them."""
-        return self.run(self.list_sources(roots), on_result)
+        return self.run(self.list_sources(roots), on_result, run_id=run_id)
 
-    def record_unrouted(self, file: SourceFile) -> IngestResult:
+    def record_unrouted(self, file: SourceFile, run_id: str | None = None) -> IngestResult:
         """Report a file no route matches, and record it in the ledger (quarantined).
 
         The row's key is (`unrouted:`, sha256 of the file). A file that cannot
@@ -212,20 +244,20 @@ class Session:
         copy = fetched.copy
         if not isinstance(copy, LocalCopy):
             return result_of(file, "unrouted", fetched.started,
-                             error=f"{error} (not recorded: {copy})")
+                             error=f"{error} (not recorded: {copy})", run_id=run_id)
         ledger = self.unrouted_ledger()
         try:
             claim = ledger.claim(
                 UNROUTED_TABLE, copy.sha256, path=file.uri, owner=self.owner,
                 lease_seconds=self.config.lease_seconds, max_attempts=1, size=copy.size,
-                source_etag=copy.etag,
+                source_etag=copy.etag, run_id=run_id,
             )
             if claim.outcome == "claimed":
-                ledger.fail(claim.record, error, quarantine=True)
+                ledger.fail(claim.record, error, quarantine=True, run_id=run_id)
         finally:
             copy.discard()
         return result_of(file, "unrouted", fetched.started, sha256=copy.sha256, size=copy.size,
-                         error=error)
+                         error=error, run_id=run_id)
 
     def ledger_of(self, table_key: str) -> BaseLedger:
         """The ledger holding `table_key`'s rows: the table's own, or a routed run's shared one."""
@@ -260,6 +292,11 @@ class Session:
         if self.routes is None:
             return result
         return dataclasses.replace(result, table=config.table_uri)
+
+
+def distinct(files: Iterable[SourceFile]) -> list[SourceFile]:
+    """`files` with each URI once, in order."""
+    return list({f.uri: f for f in files}.values())
 
 
 def _unrouted_ledger_uri(routes: Routes, config: IngestConfig) -> str:

@@ -36,3 +36,34 @@ def test_dry_run_after_a_run_skips_known_content_and_names_the_new(landing: Path
                        str(new): "ingest"}
     assert "1 to ingest, 2 to skip" in result.stderr
     assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("*")) == before
+
+
+def test_a_routed_dry_run_names_each_files_table_action_and_reason(
+    tmp_path: Path, landing: Path
+):
+    lake = tmp_path / "lake"
+    routes = tmp_path / "routes.toml"
+    routes.write_text(f'[[route]]\nmatch = "orders/*.parquet"\ntable = "{lake}/orders"\n\n'
+                      f'[[route]]\nmatch = "customers/*.parquet"\ntable = "{lake}/customers"\n')
+    write_parquet(landing / "orders" / "a.parquet", start=0)
+    write_parquet(landing / "stray" / "c.parquet", start=20)
+    fresh = run_cli("run", str(landing), "--routes", str(routes), "--dry-run", "--json")
+    assert fresh.returncode == 0, fresh.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["landing", "routes.toml"]  # nothing
+    report = json.loads(fresh.stdout)
+    assert (report["table"], report["ingest"], report["unrouted"]) == (None, 1, 1)
+    by_name = {Path(f["path"]).name: f for f in report["files"]}
+    assert (by_name["a.parquet"]["table"], by_name["a.parquet"]["action"]) == (
+        f"{lake}/orders", "ingest")
+    assert "no route" in by_name["c.parquet"]["reason"] and by_name["c.parquet"]["table"] is None
+    assert run_cli("run", str(landing), "--routes", str(routes)).returncode == 1  # c unrouted
+    write_parquet(landing / "customers" / "b.parquet", start=10)
+    again = run_cli("run", str(landing), "--routes", str(routes), "--dry-run")
+    assert again.returncode == 0, again.stderr
+    lines = {Path(line.split()[2]).name: line for line in again.stdout.splitlines()}
+    assert lines["a.parquet"].startswith("skip") and f"-> {lake}/orders: already in" in \
+        lines["a.parquet"]
+    assert lines["b.parquet"].startswith("ingest") and f"-> {lake}/customers" in \
+        lines["b.parquet"]
+    assert lines["c.parquet"].startswith("unrouted")
+    assert "1 to ingest, 1 to skip" in again.stderr and "1 unrouted" in again.stderr

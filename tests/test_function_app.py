@@ -485,3 +485,23 @@ def test_the_sample_settings_work_on_azurite(azurite, unique_name, monkeypatch):
         landing.delete_container()
         lake.delete_container()
         app_config.cache_clear()
+
+
+@pytest.mark.azurite
+def test_each_invocation_has_a_run_id_on_its_row_its_commit_and_its_log_line(
+    azure_landing, settings, caplog
+):
+    from deltalake import DeltaTable
+
+    from ingest_core.delta.target import RUN_ID_KEY
+
+    caplog.set_level(logging.INFO, "ingest_core.functions")
+    for name, body in (("a.csv", CSV), ("b.csv", CSV + b"4,6.0\n")):
+        url = azure_landing.put(name, body)
+        function_app.ingest_replay(grid_event(build_blob_created(url, content_length=len(body))))
+    rows = {r.path.rsplit("/", 1)[-1]: r.run_id for r in ledger_rows(settings)}
+    assert all(r and r.startswith("fn-event-") for r in rows.values())
+    assert rows["a.csv"] != rows["b.csv"]
+    assert [line["run_id"] for line in file_lines(caplog)] == [rows["a.csv"], rows["b.csv"]]
+    history = DeltaTable(settings["INGEST_TABLE_URI"]).history()
+    assert {c.get(RUN_ID_KEY) for c in history} >= set(rows.values())

@@ -371,3 +371,76 @@ def test_an_insert_first_claim_decides_like_a_read_first_one(ledger, clock, expe
     done = claim_as("C")
     assert (done.outcome, done.record.status, done.record.delta_version) == ("done", SUCCEEDED, 3)
     assert claim_as("D", key="b").record.attempt == 1
+
+
+def test_run_id_is_kept_by_the_run_that_last_acted_on_the_row(ledger, clock):
+    first = ledger.claim(TABLE, sha("a"), path="x/a", owner="A", lease_seconds=LEASE,
+                         max_attempts=3, run_id="run-1")
+    assert first.record.run_id == "run-1"
+    assert ledger.get(TABLE, sha("a")).run_id == "run-1"
+    ledger.fail(first.record, "boom")
+    assert ledger.get(TABLE, sha("a")).run_id == "run-1"  # settled by the claiming run
+    second = ledger.claim(TABLE, sha("a"), path="x/a", owner="B", lease_seconds=LEASE,
+                          max_attempts=3, run_id="run-2")
+    assert (second.outcome, second.record.run_id) == ("claimed", "run-2")  # the takeover's
+    done = ledger.complete(second.record, delta_version=4, rows=7, run_id="run-3")
+    assert done.run_id == "run-3"
+    assert ledger.get(TABLE, sha("a")).run_id == "run-3"
+    assert [r.run_id for r in ledger.records(table=TABLE)] == ["run-3"]
+    assert ledger.get(TABLE, sha("a")).to_dict()["run_id"] == "run-3"
+    claim(ledger, "b", "A")  # a claim naming no run
+    assert ledger.get(TABLE, sha("b")).run_id is None
+
+
+def test_release_and_dismiss_record_their_run(ledger):
+    for key in ("q", "f"):
+        ledger.fail(claim(ledger, key, "A").record, "boom", quarantine=key == "q",
+                    run_id="run-1")
+    assert ledger.release(TABLE, sha("q"), run_id="retry-1").run_id == "retry-1"
+    assert ledger.dismiss(TABLE, sha("f"), "gone", run_id="retry-2").run_id == "retry-2"
+    assert ledger.get(TABLE, sha("f")).run_id == "retry-2"
+
+
+def test_a_version_2_sqlite_ledger_gains_run_id_and_reads_read_only_before(tmp_path, clock):
+    import sqlite3
+
+    from ingest_core.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
+
+    path = tmp_path / "v2.sqlite"
+    SqliteLedger(path, clock=clock).close()
+    conn = sqlite3.connect(path)  # turn it into the version-2 file a previous release wrote
+    conn.execute("DROP TABLE files")
+    conn.executescript(
+        """
+        CREATE TABLE files (
+            target_table TEXT NOT NULL, sha256 TEXT NOT NULL, status TEXT NOT NULL,
+            path TEXT NOT NULL, size INTEGER NOT NULL, source_etag TEXT, owner TEXT,
+            lease_until TEXT, attempt INTEGER NOT NULL, delta_version INTEGER, rows INTEGER,
+            error TEXT, seen_paths TEXT NOT NULL, created_at TEXT, updated_at TEXT,
+            version INTEGER NOT NULL, PRIMARY KEY (target_table, sha256)
+        );
+        """
+    )
+    conn.execute(
+        "INSERT INTO files VALUES (?, ?, 'succeeded', 'x/a', 1, NULL, NULL, NULL, 1, 0, 1, "
+        "NULL, '[]', ?, ?, 3)", (TABLE, sha("a"), clock.now.isoformat(), clock.now.isoformat()),
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+
+    reader = SqliteLedger(path, clock=clock, read_only=True)  # reads it as it is
+    assert [(r.path, r.run_id) for r in reader.records(table=TABLE)] == [("x/a", None)]
+    assert reader.get(TABLE, sha("a")).run_id is None
+    reader.close()
+
+    writer = SqliteLedger(path, clock=clock)  # upgrades in place
+    assert writer._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert writer.get(TABLE, sha("a")).run_id is None
+    writer.claim(TABLE, sha("b"), path="x/b", owner="A", lease_seconds=LEASE, max_attempts=3,
+                 run_id="run-9")
+    assert writer.get(TABLE, sha("b")).run_id == "run-9"
+    writer.close()
+    again = SqliteLedger(path, clock=clock, read_only=True)
+    assert {r.sha256: r.run_id for r in again.records()} == {sha("a"): None, sha("b"): "run-9"}
+    again.close()

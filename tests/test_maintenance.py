@@ -150,6 +150,12 @@ def test_the_timer_redrives_then_compacts(table_uri, ledger_uri, landing, monkey
     assert summary["compaction"]["numFilesRemoved"] == 3
     assert summary["checkpoint_version"] == summary["version"] == 3
     assert sum(id_counts(table_uri).values()) == 9
+    assert summary["run_id"].startswith("fn-maintenance-")
+    [compaction] = [c for c in DeltaTable(table_uri).history() if c["operation"] == "OPTIMIZE"]
+    assert compaction["ingest.run_id"] == summary["run_id"]
+    assert lines[0]["run_id"] == summary["run_id"]  # the re-driven file's line
+    redriven = [r for r in open_ledger(ledger_uri).records() if r.path == str(failed)]
+    assert [r.run_id for r in redriven] == [summary["run_id"]]
 
 
 @pytest.mark.azurite

@@ -25,6 +25,7 @@ from helpers import id_counts
 from ingest_core import functions
 from ingest_core.cli import EXIT_FILES_NOT_DONE, EXIT_OK, EXIT_USAGE, run_cli
 from ingest_core.functions import app_config
+from ingest_core.ledger import open_ledger
 from ingest_core.ops.poison import decode_message
 
 pytestmark = pytest.mark.azurite
@@ -137,6 +138,8 @@ def test_replay_ingests_a_poisoned_blob_once_and_deletes_its_message(host, capsy
     assert report["messages"][0]["url"] == host.url("orders/a.csv")
     assert id_counts(host.table) == {1: 1, 2: 1}
     assert host.depth() == 0
+    [row] = open_ledger(os.environ["INGEST_LEDGER_URI"]).records()
+    assert report["run_id"] and row.run_id == report["run_id"] == report["stats"]["run_id"]
     host.poison("orders/a.csv", etag)  # poisoned again after it landed: a skip, deleted
     code, report = host.cli_json(capsys, "poison", "replay")
     assert (code, report["outcomes"], report["deleted"]) == (EXIT_OK, {"skipped": 1}, 1)
@@ -260,6 +263,8 @@ def test_the_scheduled_sweep_ingests_unannounced_blobs_a_bounded_window_per_tick
         [line] = _log_lines(caplog, "sweep")
         ticks.append((line["skip"], line["listed"], line["more"], line["unseen"]))
         assert line["listed"] <= 2
+        [tick] = _log_lines(caplog, "maintenance")
+        assert line["run_id"] == tick["run_id"] and tick["run_id"].startswith("fn-maintenance-")
     assert ticks == [(0, 2, True, 2), (2, 2, True, 2), (4, 1, False, 1), (0, 2, True, 0)]
     assert id_counts(host.table) == {1: 1, 2: 1, 3: 1, 4: 1, 5: 1}
 

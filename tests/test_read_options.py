@@ -300,6 +300,8 @@ def test_rescue_keeps_bad_values_and_rows_aside_and_lands_the_rest(
     assert bad[0]["_ingest_file"] == result.path and bad[0]["_ingest_sha256"] == result.sha256
     assert bad[0]["line"] == 4 and bad[0]["raw"] == "3;30;ragged;extra"
     assert "expected 3 columns, got 4" in bad[0]["reason"]
+    [commit] = [c for c in DeltaTable(table_uri + "_bad_rows").history() if "ingest.run_id" in c]
+    assert commit["ingest.run_id"] == result.run_id == stats.run_id
 
 
 def test_rescue_on_an_existing_typed_column(landing: Path, table_uri: str):

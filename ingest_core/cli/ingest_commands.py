@@ -7,14 +7,15 @@ import json
 import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
-from ingest_core.cli.logs import log_file, new_run_id
-from ingest_core.cli.output import print_records, print_summary, progress
+from ingest_core.cli.logs import log_file
+from ingest_core.cli.output import print_records, print_runs, print_summary, progress
 from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, split_names, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
 from ingest_core.ops.lookup import path_matcher
 from ingest_core.results import IngestResult, RunStats
+from ingest_core.run_ids import new_run_id
 
 
 @cli.command()
@@ -110,10 +111,9 @@ def run(
     run_id = new_run_id()
     stats = ingest_sources(config, list(sources), show_progress=not as_json, run_id=run_id)
     if as_json:
-        click.echo(json.dumps({**stats.to_dict(), "run_id": run_id}))
+        click.echo(json.dumps(stats.to_dict()))
     else:
         print_summary(stats)
-        click.echo(f"run id: {run_id}", err=True)
     return EXIT_OK if stats.ok else EXIT_FILES_NOT_DONE
 
 
@@ -125,10 +125,13 @@ def _dry_run(config: IngestConfig, sources: list[str], as_json: bool) -> int:
         click.echo(json.dumps(report.to_dict()))
         return EXIT_OK
     for planned in report.files:
-        click.echo(f"{planned.action:<12} {planned.sha256[:12]}  {planned.path}")
+        sha = (planned.sha256 or "-")[:12]
+        where = "" if report.table else f"  -> {planned.table or '-'}: {planned.reason}"
+        click.echo(f"{planned.action:<12} {sha:<12}  {planned.path}{where}")
+    unrouted = f", {report.count('unrouted')} unrouted" if report.count("unrouted") else ""
     click.echo(f"dry run, nothing written: {report.count('ingest')} to ingest, "
                f"{report.count('skip')} to skip, {report.count('in_progress')} in progress "
-               f"elsewhere, {report.count('quarantined')} quarantined", err=True)
+               f"elsewhere, {report.count('quarantined')} quarantined{unrouted}", err=True)
     return EXIT_OK
 
 
@@ -137,7 +140,8 @@ def ingest_sources(
 ) -> RunStats:
     """List the sources and ingest them into the table, or the tables their routes name.
 
-    With `run_id`, each settled file is logged as an `ingest_file` line carrying it.
+    Every ledger row and Delta commit of the run carries `run_id` (default: a new
+    one); each settled file is logged as an `ingest_file` line carrying it.
     """
     from ingest_core.session import Session
 
@@ -147,14 +151,13 @@ def ingest_sources(
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
         with progress(len(files), show_progress) as advance:
-            if run_id is None:
-                return session.run(files, advance)
+            run = run_id or new_run_id()
 
             def settled(result: IngestResult) -> None:
-                log_file(result, run_id)
+                log_file(result, run)
                 advance(result)
 
-            return session.run(files, settled)
+            return session.run(files, settled, run_id=run)
 
 
 @cli.command()
@@ -189,28 +192,48 @@ def status(
 @cli.command()
 @click.option("--table", "table_uri", metavar="URI",
               help="Only this table's rows (and its default ledger if --ledger is not given).")
+@click.option("--routes", "routes_file", metavar="FILE",
+              help="Every table of this routes file (TOML), rows tagged with their table; "
+                   "instead of --table.")
 @click.option("--ledger", "ledger_uri", metavar="URI", help="The ledger to read.")
 @click.option("--since", metavar="WHEN", help="From this time: ISO 8601 or an age (6h, 2d).")
 @click.option("--until", metavar="WHEN", help="Up to this time: ISO 8601 or an age.")
 @click.option("--path", "path_glob", metavar="GLOB", help="Only files whose path matches.")
 @click.option("--state", type=click.Choice(STATUSES), help="Only rows in this state.")
-@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N rows.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="At most N runs (--by run) or rows (--by file).")
+@click.option("--by", type=click.Choice(["run", "file"]), default="run", show_default=True,
+              help="One row per run, or one per file.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one JSON object on stdout: {"runs": [...]} or {"files": [...]}.')
 def history(
-    table_uri: str | None, ledger_uri: str | None, since: str | None, until: str | None,
-    path_glob: str | None, state: str | None, limit: int | None, as_json: bool,
+    table_uri: str | None, routes_file: str | None, ledger_uri: str | None, since: str | None,
+    until: str | None, path_glob: str | None, state: str | None, limit: int | None, by: str,
+    as_json: bool,
 ) -> int:
-    """Load history by file: path, sha256, status, rows, Delta version, when; newest first."""
+    """Load history from the ledger (read-only), newest first.
+
+    By run (default): run id, started, finished, files by outcome, rows, Delta
+    versions; rows written before run ids were kept show under run id "-".
+    By file: path, sha256, status, rows, Delta version, run id, when. With
+    --routes (or INGEST_ROUTES), every routed table's rows, tagged with their table.
+    """
     from ingest_core.ops.history import history as load_history
     from ingest_core.ops.history import parse_when
 
-    config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
-    report = load_history(
+    if table_uri and routes_file:
+        raise click.UsageError("give --table or --routes, not both")
+    config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri,
+                      routes=routes_file)
+    report = load_history(  # a --table wins over INGEST_ROUTES
         config, since=parse_when(since) if since else None,
         until=parse_when(until) if until else None, path=path_glob, state=state, limit=limit,
+        by="file" if by == "file" else "run",
     )
     if as_json:
         click.echo(json.dumps(report.to_dict()))
+    elif report.by == "file":
+        print_records(report.files, run_ids=True)
     else:
-        print_records(report.files)
+        print_runs(report.runs)
     return EXIT_OK

@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from typing import Any
 
 from ingest_core.events import redact
@@ -21,11 +20,6 @@ logger = logging.getLogger("ingest_core.cli")
 
 LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
           "ERROR": logging.ERROR}
-
-
-def new_run_id() -> str:
-    """A run id: UTC start time and a random suffix, sortable and unique per invocation."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
 
 
 class JsonLines(logging.Formatter):

@@ -17,7 +17,7 @@ import click
 
 from ingest_core import ops
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
-from ingest_core.cli.output import print_records, print_summary, progress
+from ingest_core.cli.output import print_records, print_run_id, print_summary, progress
 from ingest_core.config import IngestConfig, from_env
 from ingest_core.errors import ConfigurationError
 from ingest_core.ops.lookup import SHA256_PREFIX, expand_sha256
@@ -113,6 +113,7 @@ def _print_replay(report: ops.ReplayReport) -> None:
         click.echo(f"error: {report.error}", err=True)
     if report.via == "eventgrid":
         click.echo(f"{len(report.published)} events published; {len(report.dropped)} dropped")
+        print_run_id(report.stats.run_id)
     else:
         print_summary(report.stats)
 

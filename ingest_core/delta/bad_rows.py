@@ -58,8 +58,13 @@ class BadRowsTable:
         """The table's URI."""
         return self._target.uri
 
-    def record(self, sha256: str, path: str, rows: Sequence[BadRow]) -> None:
-        """Append `rows` of the file `sha256` unless an earlier attempt did (its id is there)."""
+    def record(
+        self, sha256: str, path: str, rows: Sequence[BadRow], run_id: str | None = None
+    ) -> None:
+        """Append `rows` of the file `sha256` unless an earlier attempt did (its id is there).
+
+        `run_id`: the run reading the file, named in the commit's metadata.
+        """
         if not rows:
             return
         data = pa.table(
@@ -73,7 +78,7 @@ class BadRowsTable:
             },
             schema=SCHEMA,
         )
-        entry = FileEntry(sha256, path, len(rows))
+        entry = FileEntry(sha256, path, len(rows), run_id)
         for attempt in range(ATTEMPTS):
             snapshot = self._target.snapshot()
             if self._target.has_landed(snapshot, sha256):

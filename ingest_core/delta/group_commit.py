@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,8 @@ class Intent:
     checked_at: int
     """The log version up to which its owner found the content absent."""
     staged_at: float
+    run_id: str | None = None
+    """The run that staged it (an older writer's record has none)."""
 
     def to_json(self) -> bytes:
         """The record's bytes."""
@@ -95,8 +97,9 @@ class Intent:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Intent:
-        """A record read back."""
-        return cls(**json.loads(raw))
+        """A record read back (fields a newer writer added are left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
 class GroupCommit:
@@ -158,7 +161,10 @@ class GroupCommit:
             while self._preparing and (left := deadline - time.monotonic()) > 0:
                 self._prepared.wait(left)
 
-    def stage(self, sha256: str, path: str, local_file: Path, checked_at: int) -> Intent:
+    def stage(
+        self, sha256: str, path: str, local_file: Path, checked_at: int,
+        run_id: str | None = None,
+    ) -> Intent:
         """Upload a data file written locally and record it as staged; returns its intent."""
         data_file = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
         metadata = pq.read_metadata(local_file)
@@ -179,6 +185,7 @@ class GroupCommit:
             schema=_delta_schema_string(metadata.schema.to_arrow_schema()),
             checked_at=checked_at,
             staged_at=time.time(),
+            run_id=run_id,
         )
         self.store.write(STAGING + intent.name, intent.to_json())
         crash_point("after_stage")
@@ -211,12 +218,15 @@ class GroupCommit:
             f"{intent.path}: lost {COMMIT_ATTEMPTS} races for the next Delta version; retry"
         )
 
-    def commit_staged(self) -> int | None:
-        """Commit every file staged by anyone and not yet in the table (maintenance)."""
+    def commit_staged(self, run_id: str | None = None) -> int | None:
+        """Commit every file staged by anyone and not yet in the table (maintenance).
+
+        `run_id`: the maintenance run, named as the commit's `ingest.run_id`.
+        """
         with self._lock:
             for _ in range(COMMIT_ATTEMPTS):
                 self.log.refresh()
-                committed = self._commit_staged(must=None)
+                committed = self._commit_staged(must=None, run_id=run_id)
                 if committed != LOST:
                     return committed.version if isinstance(committed, Committed) else None
         return None
@@ -225,7 +235,7 @@ class GroupCommit:
         """Let the background deletes finish."""
         self._cleaner.shutdown(wait=True)
 
-    def clean(self, older_than_s: float = 3600.0) -> dict[str, int]:
+    def clean(self, older_than_s: float = 3600.0, run_id: str | None = None) -> dict[str, int]:
         """Maintenance of the staging area: commit what was left staged, delete orphaned data files.
 
         Intents older than `older_than_s` are committed (their owners died after
@@ -239,7 +249,7 @@ class GroupCommit:
         staged = self._staged()
         if any(time.time() - i.staged_at > older_than_s for v in staged.values() for i in v):
             before = self.log.version
-            version = self.commit_staged()
+            version = self.commit_staged(run_id)
             if version is not None:
                 counts["committed"] = sum(
                     1 for c in self.log.landed.values() if before < c.version <= version
@@ -271,9 +281,14 @@ class GroupCommit:
 
     # -- one attempt -------------------------------------------------------------------
 
-    def _commit_staged(self, must: Intent | None, pace: bool = True) -> Committed | str | None:
+    def _commit_staged(
+        self, must: Intent | None, pace: bool = True, run_id: str | None = None
+    ) -> Committed | str | None:
         """One attempt at the next version: its commit, `LOST` (another writer won), `WAIT`
-        (paced: others' files are on their way, see `COMMIT_GAP_S`), or None (no work)."""
+        (paced: others' files are on their way, see `COMMIT_GAP_S`), or None (no work).
+
+        The commit names as its run `must`'s (the committing invocation's), else `run_id`.
+        """
         staged = self._staged()
         if must is not None:
             others = any(sha != must.sha256 for sha in staged)
@@ -309,10 +324,11 @@ class GroupCommit:
             {"txn": {"appId": app_id(i.sha256), "version": 1, "lastUpdated": now}} for i in chosen
         ]
         files = [
-            {"sha256": i.sha256, "path": i.path, "rows": i.rows, "file": i.add["path"]}
+            {"sha256": i.sha256, "path": i.path, "rows": i.rows, "file": i.add["path"],
+             "run_id": i.run_id}
             for i in chosen
         ]
-        version = self.log.append(actions, files)
+        version = self.log.append(actions, files, must.run_id if must is not None else run_id)
         if version is None:
             return LOST
         crash_point("after_group_commit")

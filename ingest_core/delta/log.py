@@ -32,6 +32,7 @@ from ingest_core.delta.target import (
     TableRef,
     app_id,
     interval_seconds,
+    run_metadata,
 )
 
 LOG_FOLDER = "_delta_log/"
@@ -131,11 +132,15 @@ class DeltaLog:
             return None
         return Committed(version=self.base_version)  # at or before the base: version unknown
 
-    def append(self, actions: list[dict[str, Any]], files: list[dict[str, Any]]) -> int | None:
+    def append(
+        self, actions: list[dict[str, Any]], files: list[dict[str, Any]],
+        run_id: str | None = None,
+    ) -> int | None:
         """Commit `actions` as the next version; None when another writer took that version.
 
-        `files` (sha256, path, rows, file) go into the commit's metadata, as
-        `DeltaTarget.append` records them.
+        `files` (sha256, path, rows, file, run_id) go into the commit's metadata, as
+        `DeltaTarget.append` records them, with `run_id` (the committing run) as
+        `ingest.run_id` and every file's run in `ingest.run_ids`.
         """
         version = self.version + 1
         now = int(time.time() * 1000)
@@ -147,6 +152,7 @@ class DeltaLog:
                 "engineInfo": ENGINE,
                 "isBlindAppend": True,
                 METADATA_KEY: json.dumps(files),
+                **run_metadata(run_id, (f.get("run_id") for f in files)),
                 "operationMetrics": {
                     "num_added_files": sum(1 for a in actions if "add" in a),
                     "num_added_rows": sum(f.get("rows") or 0 for f in files),

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deltalake import CommitProperties
+
 from ingest_core.config import IngestConfig
-from ingest_core.delta.target import TableRef
+from ingest_core.delta.target import TableRef, run_metadata
 from ingest_core.errors import ConfigurationError
 
 
@@ -60,6 +62,7 @@ def maintain(
     cleanup_logs: bool = False,
     force: bool = False,
     staging_after_s: float | None = STAGING_AFTER_S,
+    run_id: str | None = None,
 ) -> MaintenanceReport:
     """Compact the table's small files and write a checkpoint; optionally vacuum and clean logs.
 
@@ -80,6 +83,8 @@ def maintain(
         staging_after_s: commit files the group commit left staged longer than
             this, and delete data files of intents another file superseded
             (`GroupCommit.clean`); None: leave the staging area alone.
+        run_id: the maintenance run, named (`ingest.run_id`) by the commits of
+            left-staged files and of compaction.
     """
     if vacuum_hours is not None and vacuum_hours < MIN_VACUUM_HOURS and not force:
         raise ConfigurationError(
@@ -96,12 +101,12 @@ def maintain(
 
         group = GroupCommit(ref)
         try:
-            report.staging = group.clean(staging_after_s)
+            report.staging = group.clean(staging_after_s, run_id)
         finally:
             group.close()
         table.update_incremental()
     if compact:
-        report.compaction = dict(table.optimize.compact())
+        report.compaction = dict(table.optimize.compact(commit_properties=_run_properties(run_id)))
         table.update_incremental()
     if checkpoint:
         table.create_checkpoint()
@@ -115,3 +120,10 @@ def maintain(
         report.logs_cleaned = True
     report.version = table.version()
     return report
+
+
+def _run_properties(run_id: str | None) -> CommitProperties | None:
+    """Commit properties naming the maintenance run (None: delta-rs's defaults)."""
+    if not run_id:
+        return None
+    return CommitProperties(custom_metadata=run_metadata(run_id, ()))

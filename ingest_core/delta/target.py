@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +35,10 @@ from ingest_core.errors import ConfigurationError
 
 APP_ID_PREFIX = "ingest-"
 METADATA_KEY = "ingest.files"
+RUN_ID_KEY = "ingest.run_id"
+"""Commit metadata: the run that made the commit."""
+RUN_IDS_KEY = "ingest.run_ids"
+"""Commit metadata: every run whose files the commit carries (a JSON list, sorted)."""
 RELOAD_AFTER_COMMITS = 100
 """Versions after which a reused snapshot is loaded afresh (from the newest checkpoint)."""
 ROW_GROUP_ROWS = 512 * 1024
@@ -155,6 +159,8 @@ class FileEntry:
     sha256: str
     path: str
     rows: int | None
+    run_id: str | None = None
+    """The run that claimed the file."""
 
 
 @dataclass(frozen=True)
@@ -375,8 +381,22 @@ class DeltaTarget:
             raise commit_conflict(f"table {self.uri} was created meanwhile: {exc}") from exc
 
 
+def run_metadata(run_id: str | None, carried: Iterable[str | None]) -> dict[str, str]:
+    """The commit metadata naming its runs: `run_id` made it, `carried` are its files' runs.
+
+    `run_id` None: the files' one run, if they have exactly one.
+    """
+    run_ids = sorted({r for r in carried if r})
+    if run_id is None and len(run_ids) == 1:
+        run_id = run_ids[0]
+    out = {RUN_IDS_KEY: json.dumps(run_ids)} if run_ids else {}
+    if run_id:
+        out[RUN_ID_KEY] = run_id
+    return out
+
+
 def commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProperties:
-    """One transaction id per file, and the files in the commit's metadata.
+    """One transaction id per file, and the files and their runs in the commit's metadata.
 
     `creating`: no snapshot guards the ids, so the commit fails rather than
     rebase onto a rival's first commit.
@@ -386,8 +406,10 @@ def commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProper
         app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],
         custom_metadata={
             METADATA_KEY: json.dumps(
-                [{"sha256": f.sha256, "path": f.path, "rows": f.rows} for f in files]
-            )
+                [{"sha256": f.sha256, "path": f.path, "rows": f.rows, "run_id": f.run_id}
+                 for f in files]
+            ),
+            **run_metadata(None, (f.run_id for f in files)),
         },
         # creating the table, no snapshot guards the ids: fail rather than rebase onto
         # a rival's first commit, which may carry the same ids

@@ -15,6 +15,7 @@ the rows, and returns the version committed. The crash points `during_write`
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ class StreamAppend:
                 crash_point("during_write")
                 version = target.commit_files(
                     snapshot, actions, delta_schema(self.schema),
-                    [FileEntry(entry.sha256, entry.path, rows.value)],
+                    [dataclasses.replace(entry, rows=rows.value)],
                 )
             else:
 

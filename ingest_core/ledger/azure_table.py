@@ -78,7 +78,7 @@ _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _INT64_FIELDS = ("size", "delta_version", "rows")
 _TIME_FIELDS = ("lease_until", "created_at", "updated_at")
-_TEXT_FIELDS = ("status", "path", "source_etag", "owner")
+_TEXT_FIELDS = ("status", "path", "source_etag", "owner", "run_id")
 _INDEX = "~"
 """First character of every index PartitionKey: sorts after the rows' hex PartitionKeys."""
 _REGISTRY = "~t"
@@ -261,6 +261,7 @@ class AzureTableLedger(BaseLedger):
             seen_paths=json.loads(entity.get("seen_paths") or "[]"),
             created_at=_time(entity.get("created_at")),
             updated_at=_time(entity.get("updated_at")),
+            run_id=entity.get("run_id"),
             etag=etag,
         )
 

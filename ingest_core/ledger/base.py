@@ -58,6 +58,8 @@ class FileRecord:
     seen_paths: list[str] = field(default_factory=list)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    run_id: str | None = None
+    """The run that last claimed, took over or settled the row (None: an older ledger's row)."""
     etag: str | None = None
     """The row's version in the store; conditional writes compare it."""
 
@@ -277,6 +279,7 @@ class BaseLedger(ABC):
         max_attempts: int,
         size: int = 0,
         source_etag: str | None = None,
+        run_id: str | None = None,
         expect_new: bool = False,
     ) -> Claim:
         """Try to become the one worker that ingests this content into this table.
@@ -290,7 +293,8 @@ class BaseLedger(ABC):
                                                      → replace If-Match → processing, attempt+1
 
         A 409/412 is not proof that someone else won (the SDK may have retried
-        our own write), so the owner token read back decides.
+        our own write), so the owner token read back decides. `run_id` is
+        written on the row when this claim inserts, takes over or quarantines it.
 
         By default the row is read first: a duplicate (a rerun, a redelivery)
         then costs one read, and a back end writes its index entries only for
@@ -310,6 +314,7 @@ class BaseLedger(ABC):
             lease_until=now + timedelta(seconds=lease_seconds),
             created_at=now,
             updated_at=now,
+            run_id=run_id,
         )
         read_first = not expect_new
         for _ in range(5):
@@ -350,6 +355,7 @@ class BaseLedger(ABC):
                 owner=None,
                 lease_until=None,
                 updated_at=now,
+                run_id=fresh.run_id or existing.run_id,
                 error=bound_error(
                     f"gave up after {existing.attempt} attempts; last error: {existing.error}"
                 ),
@@ -368,6 +374,7 @@ class BaseLedger(ABC):
             lease_until=now + timedelta(seconds=lease_seconds),
             attempt=existing.attempt + 1,
             updated_at=now,
+            run_id=fresh.run_id or existing.run_id,
         )
         try:
             return Claim("claimed", self._replace(takeover, existing))
@@ -424,9 +431,10 @@ class BaseLedger(ABC):
         return renewed
 
     def complete(
-        self, record: FileRecord, *, delta_version: int | None, rows: int | None
+        self, record: FileRecord, *, delta_version: int | None, rows: int | None,
+        run_id: str | None = None,
     ) -> FileRecord:
-        """Mark the content as in the table.
+        """Mark the content as in the table (by run `run_id`; None keeps the claim's).
 
         Losing the row here is harmless: the transaction id in the Delta log
         makes whoever owns the row now find the data and complete it.
@@ -436,17 +444,25 @@ class BaseLedger(ABC):
             return dataclasses.replace(
                 row, status=SUCCEEDED, owner=None, lease_until=None,
                 delta_version=delta_version, rows=rows, error=None, updated_at=self.now(),
+                run_id=run_id or row.run_id,
             )
 
         return self._write_as_owner(record, done) or self._get_or(record, done)
 
-    def fail(self, record: FileRecord, error: str, *, quarantine: bool = False) -> FileRecord:
-        """Record a failed attempt (`failed`, retried later) or quarantine the content."""
+    def fail(
+        self, record: FileRecord, error: str, *, quarantine: bool = False,
+        run_id: str | None = None,
+    ) -> FileRecord:
+        """Record a failed attempt (`failed`, retried later) or quarantine the content.
+
+        `run_id`: the run settling it (None keeps the claim's).
+        """
 
         def failed(row: FileRecord) -> FileRecord:
             return dataclasses.replace(
                 row, status=QUARANTINED if quarantine else FAILED, owner=None,
                 lease_until=None, error=bound_error(error), updated_at=self.now(),
+                run_id=run_id or row.run_id,
             )
 
         return self._write_as_owner(record, failed) or self._get_or(record, failed)
@@ -456,7 +472,8 @@ class BaseLedger(ABC):
         return self._get(record.table, record.sha256) or change(record)
 
     def record_unread(
-        self, table: str, path: str, *, owner: str, error: str, max_attempts: int
+        self, table: str, path: str, *, owner: str, error: str, max_attempts: int,
+        run_id: str | None = None,
     ) -> FileRecord:
         """Record, as a `failed` row keyed by `unread_key(path)`, a file that could not be read.
 
@@ -467,13 +484,15 @@ class BaseLedger(ABC):
         """
         claim = self.claim(
             table, unread_key(path), path=path, owner=owner, lease_seconds=60,
-            max_attempts=max_attempts,
+            max_attempts=max_attempts, run_id=run_id,
         )
         if claim.outcome != "claimed":
             return claim.record
         return self.fail(claim.record, error)
 
-    def dismiss(self, table: str, sha256: str, reason: str) -> FileRecord | None:
+    def dismiss(
+        self, table: str, sha256: str, reason: str, *, run_id: str | None = None
+    ) -> FileRecord | None:
         """Close a `failed` (or dead `processing`) row as `quarantined`, recording `reason`.
 
         For a file an operator knows will not come back (deleted after it
@@ -492,6 +511,7 @@ class BaseLedger(ABC):
                     dataclasses.replace(
                         current, status=QUARANTINED, owner=None, lease_until=None,
                         error=bound_error(f"dismissed: {reason}"), updated_at=self.now(),
+                        run_id=run_id or current.run_id,
                     ),
                     current,
                 )
@@ -499,15 +519,23 @@ class BaseLedger(ABC):
                 continue
         raise LedgerConflictError(f"could not dismiss {sha256} in {table}: retry")
 
-    def release(self, table: str, sha256: str) -> FileRecord | None:
-        """Turn a quarantined row back into `failed` with fresh attempts, for the next retry."""
+    def release(
+        self, table: str, sha256: str, *, run_id: str | None = None
+    ) -> FileRecord | None:
+        """Turn a quarantined row back into `failed` with fresh attempts, for the next retry.
+
+        `run_id`: the run releasing it (None keeps the row's).
+        """
         for _ in range(5):
             current = self._get(table, sha256)
             if current is None or current.status != QUARANTINED:
                 return current
             try:
                 return self._replace(
-                    dataclasses.replace(current, status=FAILED, attempt=0, updated_at=self.now()),
+                    dataclasses.replace(
+                        current, status=FAILED, attempt=0, updated_at=self.now(),
+                        run_id=run_id or current.run_id,
+                    ),
                     current,
                 )
             except LedgerConflictError:

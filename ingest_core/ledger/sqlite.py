@@ -5,7 +5,9 @@ WAL mode with a busy timeout; every write's WHERE clause is its condition
 `path` and `seen_paths`, for `by_path`) commit in one transaction.
 
 Schema versions (`PRAGMA user_version`): 0, the first (no `file_paths`);
-2, this one. Opening a version-0 file upgrades it in place, once.
+2 (`file_paths`); 3, this one (`files.run_id`). Opening an older file for
+writing upgrades it in place, once; a read-only open reads a version-2 file
+as it is (its rows have no run id).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ CREATE TABLE IF NOT EXISTS files (
     created_at TEXT,
     updated_at TEXT,
     version INTEGER NOT NULL,
+    run_id TEXT,
     PRIMARY KEY (target_table, sha256)
 );
 CREATE INDEX IF NOT EXISTS files_status ON files (status);
@@ -54,7 +57,17 @@ CREATE TABLE IF NOT EXISTS file_paths (
 ) WITHOUT ROWID;
 """
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_VERSION = 2
+"""The oldest schema a read-only open reads as it is (columns it lacks read as None)."""
+
+_UPGRADE_V3 = [
+    # v2 -> v3: the run that last acted on a row.
+    "ALTER TABLE files ADD COLUMN run_id TEXT",
+]
+"""Statements bringing an existing (version 0 or 2) file to version 3, run in `_migrate`'s
+transaction before `_SCHEMA` (whose CREATE ... IF NOT EXISTS then only adds what is new).
+A new file gets the same from `_SCHEMA` and never runs them."""
 
 _BACKFILL_PATHS = """
 INSERT OR IGNORE INTO file_paths (path, target_table, sha256)
@@ -77,8 +90,14 @@ SELECT name FROM t WHERE name IS NOT NULL
 
 _COLUMNS = (
     "target_table, sha256, status, path, size, source_etag, owner, lease_until, attempt, "
-    "delta_version, rows, error, seen_paths, created_at, updated_at, version"
+    "delta_version, rows, error, seen_paths, created_at, updated_at, version, run_id"
 )
+_COLUMNS_V2 = _COLUMNS.removesuffix(", run_id")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+    return found.fetchone() is not None
 
 
 def _time(value: datetime | None) -> str | None:
@@ -100,6 +119,8 @@ class SqliteLedger(BaseLedger):
         self.path = Path(path)
         self._local = threading.local()
         self.read_only = read_only
+        self._read_columns = _COLUMNS
+        """What reads select: a read-only open of a version-2 file has no `run_id`."""
         if read_only:
             self._check_readable()
             return
@@ -119,7 +140,11 @@ class SqliteLedger(BaseLedger):
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                if version < 3 and _has_table(conn, "files"):  # an existing file, before _SCHEMA
+                    for statement in _UPGRADE_V3:
+                        conn.execute(statement)
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
@@ -144,11 +169,13 @@ class SqliteLedger(BaseLedger):
                 f"cannot read the SQLite ledger {self.path}: {exc}; "
                 "check it is a ledger file and readable"
             ) from exc
-        if version < SCHEMA_VERSION:
+        if version < READABLE_VERSION:
             raise LedgerUnavailableError(
                 f"the SQLite ledger {self.path} has schema version {version}, older than "
-                f"{SCHEMA_VERSION}; any writing command (`ingest retry`, `ingest run`) upgrades it"
+                f"{READABLE_VERSION}; any writing command (`ingest retry`, `ingest run`) "
+                "upgrades it"
             )
+        self._read_columns = _COLUMNS if version >= SCHEMA_VERSION else _COLUMNS_V2
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -197,6 +224,7 @@ class SqliteLedger(BaseLedger):
             _time(record.created_at),
             _time(record.updated_at),
             version,
+            record.run_id,
         )
 
     @staticmethod
@@ -217,6 +245,7 @@ class SqliteLedger(BaseLedger):
             seen_paths=json.loads(row["seen_paths"]),
             created_at=_parse_time(row["created_at"]),
             updated_at=_parse_time(row["updated_at"]),
+            run_id=row["run_id"] if "run_id" in row.keys() else None,
             etag=str(row["version"]),
         )
 
@@ -224,7 +253,7 @@ class SqliteLedger(BaseLedger):
         row = (
             self._conn()
             .execute(
-                f"SELECT {_COLUMNS} FROM files WHERE target_table = ? AND sha256 = ?",
+                f"SELECT {self._read_columns} FROM files WHERE target_table = ? AND sha256 = ?",
                 (table, sha256),
             )
             .fetchone()
@@ -232,7 +261,7 @@ class SqliteLedger(BaseLedger):
         return self._record(row) if row else None
 
     def _insert(self, record: FileRecord) -> FileRecord:
-        placeholders = ", ".join("?" * 16)
+        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -304,7 +333,7 @@ class SqliteLedger(BaseLedger):
                 "(SELECT target_table, sha256 FROM file_paths WHERE path = ?)"
             )
             params.append(where.any_path)
-        sql = f"SELECT {_COLUMNS} FROM files"
+        sql = f"SELECT {self._read_columns} FROM files"
         if clauses:
             sql += f" WHERE {' AND '.join(clauses)}"
         if where.limit is not None:

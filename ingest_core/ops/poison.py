@@ -31,6 +31,7 @@ from ingest_core.errors import ConfigurationError
 from ingest_core.events import redact
 from ingest_core.ops.common import Progress, no_progress, open_runner
 from ingest_core.results import IngestResult, RunStats
+from ingest_core.run_ids import new_run_id
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueClient
@@ -126,6 +127,7 @@ class PoisonReplayReport:
             "deleted": sum(m.deleted for m in self.messages),
             "kept": sum(not m.deleted for m in self.messages),
             "outcomes": outcomes,
+            "run_id": self.stats.run_id,
             "messages": [m.to_dict() for m in self.messages],
             "stats": self.stats.to_dict(),
         }
@@ -226,6 +228,7 @@ def replay_poison(
     visibility_timeout: int = 600,
     drop_gone: bool = False,
     progress: Progress = no_progress,
+    run_id: str | None = None,
 ) -> PoisonReplayReport:
     """Re-drive each poison message's blob, deleting the message once its file is settled.
 
@@ -235,13 +238,14 @@ def replay_poison(
     or quarantined (reported: `ingest quarantine` holds it now); kept, and
     visible again at once, when it failed, is in progress elsewhere, could not
     be decoded, names a container outside the landing containers, or names a
-    blob that no longer exists (`gone`; deleted with `drop_gone`).
+    blob that no longer exists (`gone`; deleted with `drop_gone`). `run_id`
+    (default: a new one) is on the files' rows and commits, and in the report.
     """
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
     client = poison_queue(config, queue)
     queue = client.queue_name
-    report = PoisonReplayReport(queue=queue)
+    report = PoisonReplayReport(queue=queue, stats=RunStats(run_id=run_id or new_run_id()))
     try:
         try:
             received = list(client.receive_messages(
@@ -279,24 +283,23 @@ def _redrive(config: IngestConfig, report: PoisonReplayReport, progress: Progres
         return
     runner = open_runner(config)
     try:
-        files = []
-        for url, messages in urls.items():
-            file = runner.present(url)
-            if file is None:
-                for message in messages:
-                    message.outcome = "gone"
-                    message.error = (
-                        f"{redact(url)}: no such blob any more; land it again to ingest it, or "
-                        "replay with --drop-gone to delete the message"
-                    )
-            else:
-                files.append((file, messages))
-        with progress(len(files)) as advance:
-            report.stats = runner.run([f for f, _ in files], advance)
+        found, gone = runner.present_all(urls)
+        for url in gone:
+            for message in urls[url]:
+                message.outcome = "gone"
+                message.error = (
+                    f"{redact(url)}: no such blob any more; land it again to ingest it, or "
+                    "replay with --drop-gone to delete the message"
+                )
+        present = [(file, urls[url]) for url, file in found.items()]
+        with progress(len(present)) as advance:
+            report.stats = runner.run(
+                [f for f, _ in present], advance, run_id=report.stats.run_id
+            )
     finally:
         runner.close()
     outcomes = _by_path(report.stats.files)
-    for file, messages in files:
+    for file, messages in present:
         result = outcomes.get(file.uri)
         for message in messages:
             message.outcome = result.status if result else "failed"

@@ -15,6 +15,7 @@ from ingest_core.config import IngestConfig
 from ingest_core.events import LandingPolicy, redact, screen_event
 from ingest_core.ops.common import Progress, list_files, no_progress, open_runner
 from ingest_core.results import RunStats
+from ingest_core.run_ids import new_run_id
 
 if TYPE_CHECKING:
     from ingest_core.eventgrid_publish import PublishedEvent
@@ -59,28 +60,32 @@ class ReplayReport:
 
 
 def replay_sources(
-    config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress
+    config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress,
+    *, run_id: str | None = None,
 ) -> ReplayReport:
     """Ingest every file under `sources` here, as `ingest run` does (`config.workers` too).
 
-    Files whose content is in the table already are skipped.
+    Files whose content is in the table already are skipped. `run_id` (default:
+    a new one) is on their rows and commits, and in the report.
     """
     runner = open_runner(config)
     try:
         files = list_files(sources, config.storage)
         with progress(len(files)) as advance:
-            return ReplayReport(via="direct", stats=runner.run(files, advance))
+            stats = runner.run(files, advance, run_id=run_id or new_run_id())
+            return ReplayReport(via="direct", stats=stats)
     finally:
         runner.close()
 
 
 def publish_sources(
-    config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress
+    config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress,
+    *, run_id: str | None = None,
 ) -> ReplayReport:
     """Publish one BlobCreated event per blob under `sources` to the Event Grid topic."""
     from ingest_core.eventgrid_publish import blob_created_events
 
-    report = ReplayReport(via="eventgrid")
+    report = ReplayReport(via="eventgrid", stats=RunStats(run_id=run_id or new_run_id()))
     files = []
     for file in list_files(sources, config.storage):
         if file.size == 0:
@@ -92,7 +97,8 @@ def publish_sources(
 
 
 def replay_dead_letters(
-    config: IngestConfig, location: str, via: Via, progress: Progress = no_progress
+    config: IngestConfig, location: str, via: Via, progress: Progress = no_progress,
+    *, run_id: str | None = None,
 ) -> ReplayReport:
     """Re-drive the events in Event Grid's dead-letter blobs under `location`.
 
@@ -103,7 +109,7 @@ def replay_dead_letters(
     from ingest_core.deadletter import read_dead_letters
 
     policy = LandingPolicy.from_config(config)
-    report = ReplayReport(via=via)
+    report = ReplayReport(via=via, stats=RunStats(run_id=run_id or new_run_id()))
     accepted: dict[str, dict[str, Any]] = {}
     for letter in read_dead_letters(location, config.storage):
         verdict = screen_event(letter.event, policy)
@@ -120,15 +126,12 @@ def replay_dead_letters(
         return report
     runner = open_runner(config)
     try:
-        files = []
-        for url in accepted:
-            file = runner.present(url)
-            if file is None:
-                report.gone.append(url)
-            else:
-                files.append(file)
+        from ingest_core.session import distinct
+
+        found, report.gone = runner.present_all(accepted)
+        files = distinct(found.values())
         with progress(len(files)) as advance:
-            report.stats = runner.run(files, advance)
+            report.stats = runner.run(files, advance, run_id=report.stats.run_id)
     finally:
         runner.close()
     return report

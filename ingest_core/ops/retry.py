@@ -12,6 +12,7 @@ from ingest_core.ledger import FAILED, PROCESSING, QUARANTINED, FileRecord
 from ingest_core.maintenance import due_for_redrive, redrive
 from ingest_core.ops.common import Progress, no_progress
 from ingest_core.results import RunStats
+from ingest_core.run_ids import new_run_id
 
 if TYPE_CHECKING:
     from ingest_core.ledger import BaseLedger
@@ -62,6 +63,7 @@ def retry(
     sha256: str | None = None,
     forget_gone: bool = False,
     progress: Progress = no_progress,
+    run_id: str | None = None,
 ) -> RetryReport:
     """Re-drive the table's failed and stalled files (one content with `sha256`).
 
@@ -69,9 +71,12 @@ def retry(
     attempts), for when the operator has fixed what made them fail. With
     `forget_gone`, rows whose path holds no file any more are closed as
     quarantined with the reason recorded, so later retries stop reporting them.
+    `run_id` (default: a new one) is on every row the retry releases, dismisses
+    or re-drives, and in the report.
     """
     from ingest_core.session import Session
 
+    run_id = run_id or new_run_id()
     report = RetryReport()
     with Session(config) as session:
         table = table_key(config.table_uri)
@@ -79,17 +84,20 @@ def retry(
         if sha256 is None:
             if include_quarantined:
                 for row in ledger.records(table=table, status=QUARANTINED):
-                    _release_into(ledger, row, report)
+                    _release_into(ledger, row, report, run_id)
             records = due_for_redrive(ledger, table, config.max_attempts)
         else:
-            records = _one_for_retry(ledger, table, sha256.lower(), include_quarantined, report)
+            records = _one_for_retry(
+                ledger, table, sha256.lower(), include_quarantined, report, run_id
+            )
         with progress(len(records)) as advance:
-            redriven = redrive(session, table, advance, records)
+            redriven = redrive(session, table, advance, records, run_id=run_id)
         if forget_gone:
             for row in redriven.gone:
                 closed = ledger.dismiss(
                     row.table, row.sha256,
                     f"no file at {redact(row.path)} any more (ingest retry --forget-gone)",
+                    run_id=run_id,
                 )
                 if closed is not None and closed.status == QUARANTINED:
                     report.dismissed.append(closed)
@@ -98,7 +106,8 @@ def retry(
 
 
 def _one_for_retry(
-    ledger: BaseLedger, table: str, sha256: str, include_quarantined: bool, report: RetryReport
+    ledger: BaseLedger, table: str, sha256: str, include_quarantined: bool, report: RetryReport,
+    run_id: str,
 ) -> list[FileRecord]:
     row = ledger.get(table, sha256)
     if row is None:
@@ -112,15 +121,17 @@ def _one_for_retry(
                 f"{row.path} ({sha256[:12]}) is quarantined: {row.error}; fix the cause, then "
                 "retry with --include-quarantined"
             )
-        row = _release_into(ledger, row, report)
+        row = _release_into(ledger, row, report, run_id)
     if row.status == FAILED or (row.status == PROCESSING and not row.lease_live(ledger.now())):
         return [row]
     report.waiting.append(row)
     return []
 
 
-def _release_into(ledger: BaseLedger, row: FileRecord, report: RetryReport) -> FileRecord:
-    released = ledger.release(row.table, row.sha256) or row
+def _release_into(
+    ledger: BaseLedger, row: FileRecord, report: RetryReport, run_id: str
+) -> FileRecord:
+    released = ledger.release(row.table, row.sha256, run_id=run_id) or row
     if released.status == FAILED:
         report.released.append(released)
     return released

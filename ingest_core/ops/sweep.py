@@ -13,6 +13,7 @@ from ingest_core.events import redact
 from ingest_core.ledger import PROCESSING, FileRecord
 from ingest_core.ops.common import Progress, no_progress, open_runner
 from ingest_core.results import RunStats
+from ingest_core.run_ids import new_run_id
 from ingest_core.sources import SourceFile, Sources
 from ingest_core.sources.identity import path_key, same_version
 
@@ -58,7 +59,7 @@ class SweepReport:
 
 def sweep(
     config: IngestConfig, sources: Sequence[str], progress: Progress = no_progress,
-    *, skip: int = 0, limit: int | None = None,
+    *, skip: int = 0, limit: int | None = None, run_id: str | None = None,
 ) -> SweepReport:
     """Find files under `sources` the ledger missed, and re-drive them.
 
@@ -69,10 +70,11 @@ def sweep(
 
     Bounded (the maintenance timer's sweep): only the listed files after the
     first `skip`, and at most `limit` of them, are looked at; `more` tells
-    whether the listing went on past them.
+    whether the listing went on past them. `run_id` (default: a new one) is on
+    the rows and commits of the re-driven files, and in the report.
     """
     runner = open_runner(config)
-    report = SweepReport()
+    report = SweepReport(stats=RunStats(run_id=run_id or new_run_id()))
     try:
         try:
             files = _window(config.storage, sources, skip, limit, report)
@@ -84,9 +86,11 @@ def sweep(
         due: list[SourceFile] = []
         for target, group in plan.groups.items():
             ingestor = runner.ingestor(target)
-            due.extend(_missed(ingestor.ledger, ingestor.table, group, config.storage, report))
+            due.extend(
+                _missed(ingestor.ledger, ingestor.table_key, group, config.storage, report)
+            )
         with progress(len(due)) as advance:
-            report.stats = runner.run(due, advance)
+            report.stats = runner.run(due, advance, run_id=report.stats.run_id)
     finally:
         runner.close()
     return report

@@ -36,15 +36,17 @@ class Claimer:
         self._settler = settler
 
     def claim(
-        self, fetched: Fetched, claimed_here: dict[str, str], *, expect_new: bool = False
+        self, fetched: Fetched, claimed_here: dict[str, str], run_id: str | None = None,
+        *, expect_new: bool = False,
     ) -> Work | IngestResult:
         """The claimed work, or the file's result when there is nothing to write.
 
         `claimed_here` maps the contents claimed so far in this run to their path;
-        `expect_new` says the file most likely holds new content (see `BaseLedger.claim`).
+        `run_id` names the run on the row; `expect_new` says the file most likely
+        holds new content (see `BaseLedger.claim`).
         """
         if isinstance(fetched.copy, Exception):
-            return self._settler.unread(fetched, fetched.copy)
+            return self._settler.unread(fetched, fetched.copy, run_id)
         copy = fetched.copy
         crash_point("after_hash")
         if copy.sha256 in claimed_here:
@@ -58,6 +60,7 @@ class Claimer:
             max_attempts=self._config.max_attempts,
             size=copy.size,
             source_etag=copy.etag,
+            run_id=run_id,
             expect_new=expect_new,
         )
         if claim.outcome != "claimed":
@@ -65,4 +68,5 @@ class Claimer:
         claimed_here[copy.sha256] = fetched.file.uri
         self._keeper.hold(claim.record)
         crash_point("after_claim")
-        return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started)
+        return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started,
+                    run_id=run_id)

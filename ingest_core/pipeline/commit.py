@@ -200,7 +200,9 @@ class Committer:
         writer = BatchAppend(
             conformed.schema, merge_schema=stored is None or len(conformed.schema) > len(stored)
         )
-        entries = [(FileEntry(w.sha256, w.file.uri, t.num_rows), t) for w, t in conformed.ready]
+        entries = [
+            (FileEntry(w.sha256, w.file.uri, t.num_rows, w.run_id), t) for w, t in conformed.ready
+        ]
         version = writer.write(self.target, snapshot, entries)
         for work, table in conformed.ready:
             yield self._settler.ingested(work, version, table.num_rows)
@@ -218,7 +220,7 @@ class Committer:
             config.merge_keys, config.merge_sequence, config.merge_delete_when,
             merge_schema=stored is not None and len(schema) > len(stored),
         )
-        entry = FileEntry(work.sha256, work.file.uri, table.num_rows)
+        entry = FileEntry(work.sha256, work.file.uri, table.num_rows, work.run_id)
         version = writer.write(self.target, snapshot, entry, table)
         return self._settler.ingested(work, version, table.num_rows)
 
@@ -234,7 +236,8 @@ class Committer:
             if source is not None and CopyAsIs.fits(target, snapshot, opened.schema):
                 rows = opened.count_rows()  # every row decoded: a corrupt page is refused
                 version = CopyAsIs(opened.schema).write(
-                    target, snapshot, FileEntry(work.sha256, work.file.uri, rows), source,
+                    target, snapshot, FileEntry(work.sha256, work.file.uri, rows, work.run_id),
+                    source,
                     verify=lambda: self._reader.verify(work),
                 )
                 return self._settler.ingested(work, version, rows)
@@ -247,7 +250,7 @@ class Committer:
                 stream.schema, merge_schema=stored is None or len(stream.schema) > len(stored)
             )
             version = writer.write(
-                target, snapshot, FileEntry(work.sha256, work.file.uri, None),
+                target, snapshot, FileEntry(work.sha256, work.file.uri, None, work.run_id),
                 counted.counting(stream.batches), counted,
             )
         return self._settler.ingested(work, version, counted.value)
@@ -272,7 +275,7 @@ class Committer:
 
                     assert self.bad_rows_uri is not None
                     self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
-                self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows)
+                self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows, work.run_id)
 
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""

@@ -139,7 +139,7 @@ class GroupPath:
         with tempfile.TemporaryDirectory(prefix="ingest-stage-") as folder:
             local = Path(folder) / "data.parquet"
             write_file(local, table)
-            intent = group.stage(work.sha256, work.file.uri, local, checked_at)
+            intent = group.stage(work.sha256, work.file.uri, local, checked_at, work.run_id)
         work.data = None
         return intent, table.num_rows
 

@@ -35,7 +35,7 @@ class Settler:
 
     # -- before a claim ---------------------------------------------------------------
 
-    def unread(self, fetched: Fetched, exc: Exception) -> IngestResult:
+    def unread(self, fetched: Fetched, exc: Exception, run_id: str | None = None) -> IngestResult:
         """A file that could not be read: a `failed` row keyed by its path."""
         file = fetched.file
         reason = str(exc) if isinstance(exc, SourceChangedError) else (
@@ -43,7 +43,7 @@ class Settler:
         )
         self._ledger.record_unread(
             self._table_key, file.uri, owner=self._owner, error=reason,
-            max_attempts=self._max_attempts,
+            max_attempts=self._max_attempts, run_id=run_id,
         )
         return result_of(file, "failed", fetched.started, error=reason)
 
@@ -70,14 +70,16 @@ class Settler:
             error=error, delta_version=record.delta_version if status == "skipped" else None,
         )
 
-    def recovered(self, sha256: str, path: str, rows: int, lease_seconds: float) -> None:
+    def recovered(
+        self, sha256: str, path: str, rows: int, lease_seconds: float, run_id: str | None = None
+    ) -> None:
         """Record as `succeeded` a content found in the table by its lineage (a rebuilt ledger)."""
         claim = self._ledger.claim(
             self._table_key, sha256, path=path, owner=self._owner, lease_seconds=lease_seconds,
-            max_attempts=self._max_attempts,
+            max_attempts=self._max_attempts, run_id=run_id,
         )
         if claim.outcome == "claimed":
-            self._ledger.complete(claim.record, delta_version=None, rows=rows)
+            self._ledger.complete(claim.record, delta_version=None, rows=rows, run_id=run_id)
 
     # -- after a claim ---------------------------------------------------------------
 
@@ -85,7 +87,7 @@ class Settler:
         """The content is in the table (committed by us or found there): `succeeded`."""
         record = self._keeper.release(work.sha256)
         crash_point("during_complete")
-        row = self._ledger.complete(record, delta_version=version, rows=rows)
+        row = self._ledger.complete(record, delta_version=version, rows=rows, run_id=work.run_id)
         self._done_with(work)
         if row.status == SUCCEEDED and row.owner is None:
             version, rows = row.delta_version, row.rows
@@ -96,7 +98,7 @@ class Settler:
     def give_back(self, work: Work, reason: str) -> None:
         """Return the claim as `failed` (the next run takes it) when the run cannot go on."""
         self._done_with(work)
-        self._ledger.fail(self._keeper.release(work.sha256), reason)
+        self._ledger.fail(self._keeper.release(work.sha256), reason, run_id=work.run_id)
 
     def lost(self, work: Work) -> IngestResult:
         """Another worker took the lease over: it finishes the file."""
@@ -123,12 +125,12 @@ class Settler:
             f"{work.file.uri}: {type(exc).__name__}: {exc}"
         )
         quarantine = not retryable or record.attempt >= self._max_attempts
-        self._ledger.fail(record, message, quarantine=quarantine)
+        self._ledger.fail(record, message, quarantine=quarantine, run_id=work.run_id)
         return self._result(work, "quarantined" if quarantine else "failed", error=message)
 
     def _result(self, work: Work, status: Outcome, **extra: Any) -> IngestResult:
         return result_of(work.file, status, work.started, sha256=work.sha256,
-                         size=work.copy.size, **extra)
+                         size=work.copy.size, run_id=work.run_id, **extra)
 
     @staticmethod
     def _done_with(work: Work) -> None:

@@ -23,6 +23,8 @@ class Work:
     record: FileRecord
     """The ledger row as claimed (the lease keeper holds the current version)."""
     started: float
+    run_id: str | None = None
+    """The run working on it: written on its ledger row and in its Delta commit."""
     data: pa.Table | None = None
     """The rows of a file read whole (`Reader.read_whole`), before captures and lineage."""
     rescued_rows: int | None = None
