@@ -96,7 +96,7 @@ class StreamAppend:
                 crash_point("during_write")
                 version = target.commit_files(
                     snapshot, actions, delta_schema(self.schema),
-                    [FileEntry(entry.sha256, entry.path, rows.value)],
+                    [FileEntry(entry.sha256, entry.path, rows.value, entry.generation)],
                 )
             else:
 
