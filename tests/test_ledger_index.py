@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ingest_core.ledger import FAILED, SUCCEEDED, BaseLedger, FileRecord
-from ingest_core.ledger.sqlite import SqliteLedger
+from ingest_core.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
 from tests.test_ledger_contract import LEASE, TABLE, FakeClock, claim, sha
 
 
@@ -244,7 +244,7 @@ def test_an_sqlite_file_of_the_first_schema_is_upgraded_when_opened(tmp_path, cl
     conn.close()
 
     ledger = SqliteLedger(path, clock=clock)
-    assert ledger._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+    assert ledger._conn().execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert [r.path for r in ledger.by_path(TABLE, "copy/a")] == ["x/a"]
     assert [r.sha256 for r in ledger.by_path(TABLE, "x/a")] == [sha("a")]
     assert ledger.tables() == [TABLE]

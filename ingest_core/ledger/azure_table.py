@@ -315,7 +315,8 @@ class AzureTableLedger(BaseLedger):
                     f"{record.sha256} in {record.table} changed since it was read"
                 ) from exc
         if record.status == SUCCEEDED and (previous is None or previous.status != SUCCEEDED):
-            self._unindex_open(record.table, record.sha256, _open_key(record))
+            self._unindex_open(record.table, record.sha256, *_generation_key(record.generation,
+                                                                              record.sha256))
         return _with_etag(record, written["etag"])
 
     def _query(self, where: Where) -> Iterator[FileRecord]:
@@ -531,12 +532,11 @@ class AzureTableLedger(BaseLedger):
         for key, record in zip(keys, rows, strict=True):
             if record is None:
                 continue  # its claim may be on its way: keep the entry
-            if record.status == SUCCEEDED:
-                self._unindex_open(table, record.sha256, key)
-                continue
-            if key != _open_key(record):  # another generation's entry: the row has its own
-                if _generation_of(key) < record.generation:
-                    self._unindex_open(table, record.sha256, key)
+            stale = record.status == SUCCEEDED or _generation_of(key) < record.generation
+            if stale:  # (a reopened row's older generation: the row has its own entry)
+                self._unindex_open(table, record.sha256, *_generation_key(_generation_of(key),
+                                                                          record.sha256))
+            if stale or key != _open_key(record):
                 continue
             yield record
 
@@ -588,6 +588,11 @@ def _open_key(record: FileRecord) -> str:
     """The RowKey of a row's open entry: a reopened row's generation has its own, so a
     reader deleting the entry of the row it saw `succeeded` never removes the new one."""
     return record.sha256 if not record.generation else f"{record.sha256}-{record.generation}"
+
+
+def _generation_key(generation: int, sha256: str) -> tuple[str, ...]:
+    """The extra argument `_unindex_open` takes for a generation's entry (none for the first)."""
+    return (f"{sha256}-{generation}",) if generation else ()
 
 
 def _generation_of(key: str) -> int:
