@@ -84,7 +84,7 @@ def run_json(capsys: pytest.CaptureFixture[str], landing: Path, table: str,
 @pytest.mark.parametrize("setup", KINDS, indirect=True)
 def test_restore_then_reconcile_lists_and_apply_ingests_once(setup, landing, table_uri, capsys):
     ledger = setup["ledger"]
-    a, b, c = three_commits(landing, table_uri, ledger)
+    _, b, c = three_commits(landing, table_uri, ledger)
     DeltaTable(table_uri).restore(0)
     assert id_counts(table_uri) == once(0)
     # the ledger still says succeeded and the ids survived: a run skips them for good
@@ -273,7 +273,7 @@ def test_a_reopened_file_is_committed_once_even_when_its_worker_dies_after_the_c
     time.sleep(1.2)  # its lease runs out: the next run takes the row over
     assert id_counts(table_uri) == once(0, 10)
     code, out = cli(capsys, "retry", "--table", table_uri, "--ledger", ledger)
-    assert code == EXIT_OK
+    assert code == EXIT_OK and out["ingested"] == 2
     assert id_counts(table_uri) == once(0, 10, 20)
 
 
@@ -324,3 +324,16 @@ def test_a_table_forgetting_txn_ids_sooner_than_configured_is_refused(landing, t
     assert id_counts(table_uri) == once(0, 10)
     assert run_cli(["run", str(landing), "--table", table_uri, "--ledger", ledger]) == EXIT_USAGE
     assert id_counts(table_uri) == once(0, 10)
+
+
+def test_show_no_longer_says_the_ledger_agrees_when_the_rows_are_gone(landing, table_uri,
+                                                                      tmp_path, capsys):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    _, b, _ = three_commits(landing, table_uri, ledger)
+    code, out = cli(capsys, "show", sha(b), "--table", table_uri, "--ledger", ledger)
+    assert code == EXIT_OK and out["files"][0]["delta"]["agrees"] is True
+    DeltaTable(table_uri).restore(0)
+    code, out = cli(capsys, "show", sha(b), "--table", table_uri, "--ledger", ledger)
+    delta = out["files"][0]["delta"]
+    assert code == EXIT_FILES_NOT_DONE and delta["agrees"] is False and delta["in_log"] is True
+    assert "ingest reconcile" in delta["lost"]
