@@ -337,3 +337,29 @@ def test_show_no_longer_says_the_ledger_agrees_when_the_rows_are_gone(landing, t
     delta = out["files"][0]["delta"]
     assert code == EXIT_FILES_NOT_DONE and delta["agrees"] is False and delta["in_log"] is True
     assert "ingest reconcile" in delta["lost"]
+
+
+def test_maintain_refuses_to_checkpoint_a_table_forgetting_txn_ids_too_soon(landing, table_uri,
+                                                                            capsys):
+    write_parquet(landing / "a.parquet", 0)
+    assert run_cli(["run", str(landing), "--table", table_uri]) == EXIT_OK
+    DeltaTable(table_uri).alter.set_table_properties(
+        {"delta.setTransactionRetentionDuration": "interval 1 hour"})
+    capsys.readouterr()
+    assert run_cli(["maintain", "--table", table_uri, "--checkpoint"]) == EXIT_USAGE
+    assert "INGEST_TXN_RETENTION" in capsys.readouterr().err
+    assert not (Path(table_uri) / "_delta_log" / "_last_checkpoint").exists()
+
+
+def test_a_reopened_file_goes_round_the_group_commit_on_the_event_path_once(landing, table_uri,
+                                                                          tmp_path, capsys):
+    ledger = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    _, b, _ = three_commits(landing, table_uri, ledger)
+    DeltaTable(table_uri).restore(0)
+    with IdempotentIngestor(table=table_uri, ledger=ledger) as ing:
+        assert ing.ledger.reopen(ing.table_key, sha(b), "test") is not None
+        file = ing.list_sources([str(b)])[0]
+        assert ing.ingest_one(file).status == "ingested"
+        assert ing.ingest_one(file).status == "skipped"
+        assert ing.ledger.get(ing.table_key, sha(b)).generation == 1  # type: ignore[union-attr]
+    assert id_counts(table_uri) == once(0, 10)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ingest_core.errors import TableIdentityError, TxnRetentionError
+from ingest_core.errors import TableIdentityError
 from ingest_core.ledger import SUCCEEDED, BaseLedger
 
 if TYPE_CHECKING:
@@ -100,21 +100,6 @@ def verify_txn_retention(uri: str, snapshot: DeltaTable | None, configured: str 
     Raises:
         TxnRetentionError: the table's `delta.setTransactionRetentionDuration` is shorter.
     """
-    from ingest_core.delta.lineage import txn_retention_s
-    from ingest_core.delta.target import TXN_RETENTION, interval_seconds
+    from ingest_core.delta.lineage import refuse_short_txn_retention
 
-    kept = txn_retention_s(snapshot)
-    if kept is None or snapshot is None:
-        return
-    wanted = interval_seconds(configured) if configured else float("inf")
-    if kept >= wanted:
-        return
-    setting = snapshot.metadata().configuration.get(TXN_RETENTION)
-    raise TxnRetentionError(
-        f"table {uri} sets {TXN_RETENTION} = {setting!r}, shorter than the ingester's "
-        f"txn_retention {configured or 'forever'!r}: after a checkpoint the table "
-        "would forget transaction ids the ledger may still need, and a file whose ledger row "
-        "was lost would be appended twice. Nothing was claimed. Set the property back "
-        f"(ALTER TABLE ... SET TBLPROPERTIES ('{TXN_RETENTION}' = '{configured}')), or, "
-        "if the shorter window is meant, set INGEST_TXN_RETENTION to it"
-    )
+    refuse_short_txn_retention(uri, snapshot, configured)
