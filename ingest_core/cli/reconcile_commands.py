@@ -60,6 +60,10 @@ def reconcile(
         for row in report.gone:
             click.echo(f"gone: {row.path} ({row.sha256[:12]}): no file there any more; land "
                        "the content again to ingest it (its row stays reopened)", err=True)
+        if report.stats.counts.get("unrouted"):
+            click.echo("unrouted: a local file re-driven by its path alone is routed by its "
+                       "name; its row stays reopened: run `ingest replay SOURCE --routes FILE` "
+                       "on its landing folder to ingest it", err=True)
         if apply and report.stats.files:
             print_summary(report.stats)
         elif report.missing and not apply:
