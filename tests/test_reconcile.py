@@ -129,6 +129,13 @@ def test_rows_of_a_version_deleted_are_listed_and_ingested_again_once(
     assert code == EXIT_OK and out["reopened"] == 1
     assert id_counts(table_uri) == once(0, 10, 20)
     assert cli(capsys, "reconcile", "--table", table_uri, "--ledger", ledger)[0] == EXIT_OK
+    # some of a file's rows deleted: listed as partial, never reopened (it would duplicate)
+    DeltaTable(table_uri).delete("id = 21")
+    code, out = cli(capsys, "reconcile", "--table", table_uri, "--ledger", ledger, "--apply")
+    assert code == EXIT_OK and out["missing"] == 0 and out["reopened"] == 0
+    assert [(p["path"], p["rows"], p["rows_left"]) for p in out["partial"]] == [
+        (str(landing / "c.parquet"), 3, 2)
+    ]
 
 
 @pytest.mark.parametrize("setup", ["sqlite"], indirect=True)

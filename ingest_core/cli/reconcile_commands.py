@@ -57,6 +57,11 @@ def reconcile(
         for row in report.missing:
             mark = "reopened" if (row.table, row.sha256) in reopened else "missing"
             click.echo(f"{mark}: {row.path} ({row.sha256[:12]}), was version {row.delta_version}")
+        for check in report.tables:
+            for row, left in check.partial:
+                click.echo(f"partial: {row.path} ({row.sha256[:12]}): {left} of its {row.rows} "
+                           "rows are left; not reopened (a re-ingest would duplicate them): "
+                           "delete what is left, then `ingest reconcile --apply`", err=True)
         for row in report.gone:
             click.echo(f"gone: {row.path} ({row.sha256[:12]}): no file there any more; land "
                        "the content again to ingest it (its row stays reopened)", err=True)

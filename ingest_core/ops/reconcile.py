@@ -50,6 +50,9 @@ class TableCheck:
     succeeded: int = 0
     """The ledger's `succeeded` rows of the table."""
     missing: list[FileRecord] = field(default_factory=list)
+    partial: list[tuple[FileRecord, int]] = field(default_factory=list)
+    """Files some of whose rows are left (row, rows left): not reopened, a re-ingest would
+    duplicate the rest; listed for the operator to decide."""
     reopened: list[FileRecord] = field(default_factory=list)
     table_id: str | None = None
     """The table's Delta id now (None: no table)."""
@@ -61,7 +64,8 @@ class TableCheck:
         return {
             "table": redact(self.table), "state": self.state, "reason": self.reason,
             "checked": self.checked, "succeeded": self.succeeded, "missing": len(self.missing),
-            "reopened": len(self.reopened), "table_id": self.table_id,
+            "reopened": len(self.reopened), "partial": len(self.partial),
+            "table_id": self.table_id,
             "recorded_id": self.recorded_id,
         }
 
@@ -114,6 +118,11 @@ class ReconcileReport:
             "unchecked": [t.table for t in self.unchecked],
             "tables": [t.to_dict() for t in self.tables],
             "gone": [{"path": redact(r.path), "sha256": r.sha256} for r in self.gone],
+            "partial": [
+                {"path": redact(r.path), "sha256": r.sha256, "delta_version": r.delta_version,
+                 "rows": r.rows, "rows_left": left, "table": redact(r.table)}
+                for t in self.tables for r, left in t.partial
+            ],
             "stats": self.stats.to_dict(),
         }
 
@@ -204,6 +213,10 @@ def _check(ledger: BaseLedger, key: str, uri: str, config: IngestConfig) -> Tabl
         ]
     else:
         check.missing = [r for r in committed if r.sha256 not in present]
+        check.partial = [
+            (r, present[r.sha256]) for r in committed
+            if r.sha256 in present and r.rows is not None and present[r.sha256] < r.rows
+        ]
     if replaced:
         check.state = "replaced"
         check.reason = (f"table {uri} is another table (id {check.table_id}) than the ledger "
@@ -215,19 +228,24 @@ def _check(ledger: BaseLedger, key: str, uri: str, config: IngestConfig) -> Tabl
     return check
 
 
-def _lineage_contents(snapshot: DeltaTable) -> set[str] | None:
-    """Every content the table holds rows of, in one scan of its lineage column (None: none)."""
+def _lineage_contents(snapshot: DeltaTable) -> dict[str, int] | None:
+    """Rows per content the table holds, in one scan of its lineage column (None: no column)."""
+    from collections import Counter
+
     import pyarrow.compute as pc
 
     from ingest_core.delta.lineage import SHA_COLUMN
 
     if SHA_COLUMN not in snapshot.schema().to_arrow().names:
         return None
-    found: set[str] = set()
+    found: Counter[str] = Counter()
     for batch in snapshot.to_pyarrow_dataset().to_batches(columns=[SHA_COLUMN]):
-        column = batch.column(0)
-        found.update(v for v in pc.unique(column).to_pylist() if v is not None)
-    return found
+        counts = pc.value_counts(batch.column(0))
+        for value, count in zip(counts.field("values").to_pylist(),
+                                counts.field("counts").to_pylist(), strict=True):
+            if value is not None:
+                found[value] += count
+    return dict(found)
 
 
 def _reopen(ledger: BaseLedger, check: TableCheck) -> None:
