@@ -69,3 +69,17 @@ class AttemptsExhaustedError(IngestError):
     """The file failed on every allowed attempt; it is quarantined."""
 
     retryable = False
+
+
+class TableIdentityError(ConfigurationError):
+    """The Delta table is not the one the ledger describes: deleted, or replaced by another.
+
+    The ledger's `succeeded` rows say files are in a table that no longer holds
+    them; every file would be skipped into an empty table. Run
+    `ingest reconcile --apply` to ingest them again (it records the new table),
+    or point --ledger at a fresh ledger.
+    """
+
+
+class TxnRetentionError(ConfigurationError):
+    """The table would forget transaction ids sooner than the ingester's `txn_retention`."""

@@ -261,21 +261,33 @@ class IdempotentIngestor:
         with self._ledger_check:
             if self._ledger_checked:
                 return
-            self._ledger_checked = True
-            if self.ledger.records(table=self.table_key, limit=1):
-                return
             from ingest_core.delta import lineage
+            from ingest_core.pipeline import identity
 
             try:
                 with self._committer.lock:
                     snapshot = self.target.snapshot()
             except ConfigurationError:  # an unusable table: the first commit says so, per file
-                self._ledger_checked = False
+                return
+            # a deleted or replaced table, or one forgetting ids too soon: raise, every time
+            identity.verify_txn_retention(self.config.table_uri, snapshot,
+                                          self.config.txn_retention)
+            if identity.verify(self.ledger, self.table_key, self.config.table_uri, snapshot):
+                self._committer.on_created = self._record_created
+            self._ledger_checked = True
+            if self.ledger.records(table=self.table_key, limit=1):
                 return
             if snapshot is None or lineage.txn_retention_s(snapshot) is None:
                 return  # ids kept for good: the guard recognises every file
             for sha256, (path, rows) in lineage.contents(snapshot).items():
                 self._settler.recovered(sha256, path, rows, self.config.lease_seconds, run_id)
+
+    def _record_created(self) -> None:
+        """Record the id of the table this ingestor's first commit created (the ledger's table)."""
+        from ingest_core.pipeline import identity
+
+        if identity.record_created(self.ledger, self.table_key, self.target.ref.load()):
+            self._committer.on_created = None
 
     @property
     def table_ref(self) -> TableRef:

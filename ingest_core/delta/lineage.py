@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from deltalake import DeltaTable
 
 from ingest_core.delta.target import TXN_RETENTION, interval_seconds
+from ingest_core.errors import TxnRetentionError
 
 SHA_COLUMN = "_ingest_sha256"
 FILE_COLUMN = "_ingest_file"
@@ -29,6 +30,32 @@ def txn_retention_s(snapshot: DeltaTable | None) -> float | None:
         return None
     setting = snapshot.metadata().configuration.get(TXN_RETENTION)
     return None if setting is None else interval_seconds(setting)
+
+
+def refuse_short_txn_retention(
+    uri: str, snapshot: DeltaTable | None, configured: str | None
+) -> None:
+    """Refuse a table that forgets transaction ids sooner than `configured` (None: never).
+
+    Raises:
+        TxnRetentionError: the table's `delta.setTransactionRetentionDuration` is shorter.
+    """
+    kept = txn_retention_s(snapshot)
+    if kept is None or snapshot is None:
+        return
+    wanted = interval_seconds(configured) if configured else float("inf")
+    if kept >= wanted:
+        return
+    setting = snapshot.metadata().configuration.get(TXN_RETENTION)
+    raise TxnRetentionError(
+        f"table {uri} sets {TXN_RETENTION} = {setting!r}, shorter than the ingester's "
+        f"txn_retention {configured or 'forever'!r}: after a checkpoint the table "
+        "would forget transaction ids the ledger may still need, and a file whose ledger row "
+        "was lost would be appended twice. Nothing was claimed or written. Set the property "
+        f"back (ALTER TABLE ... SET TBLPROPERTIES ('{TXN_RETENTION}' = "
+        f"'{configured or 'interval 3650 days'}')), or, "
+        "if the shorter window is meant, set INGEST_TXN_RETENTION to it"
+    )
 
 
 def may_have_expired(snapshot: DeltaTable | None, since_epoch_s: float) -> bool:

@@ -96,6 +96,10 @@ def maintain(
     table = ref.load()
     if table is None:
         return report
+    from ingest_core.delta.lineage import refuse_short_txn_retention
+
+    # a checkpoint would drop ids the ingester still counts on: refuse before writing any
+    refuse_short_txn_retention(config.table_uri, table, config.txn_retention)
     if staging_after_s is not None:
         from ingest_core.delta.group_commit import GroupCommit
 

@@ -128,6 +128,11 @@ def table_properties(*, lineage: bool, txn_retention: str | None) -> dict[str, s
     return {}
 
 
+def table_id(table: DeltaTable) -> str:
+    """The Delta table's id (`metaData.id`): a table deleted and created again gets another."""
+    return str(table.metadata().id)
+
+
 def open_table(uri: str, storage: StorageConfig) -> DeltaTable | None:
     """The Delta table at `uri` (local or abfs(s)://), or None when it does not exist yet."""
     return TableRef.of(uri, storage).load()
@@ -161,6 +166,8 @@ class FileEntry:
     rows: int | None
     run_id: str | None = None
     """The run that claimed the file."""
+    generation: int = 0
+    """The ledger row's generation: the commit carries transaction version `generation + 1`."""
 
 
 @dataclass(frozen=True)
@@ -231,11 +238,19 @@ class DeltaTarget:
         return None if table is None else pa.schema(table.schema().to_arrow())
 
     @staticmethod
-    def has_landed(table: DeltaTable | None, sha256: str) -> bool:
-        """Whether this snapshot holds the transaction id of `sha256`."""
-        return table is not None and table.transaction_version(app_id(sha256)) is not None
+    def has_landed(table: DeltaTable | None, sha256: str, generation: int = 0) -> bool:
+        """Whether this snapshot holds the transaction id of `sha256` at `generation` or later.
 
-    def locate(self, table: DeltaTable, sha256: str) -> Landing:
+        A content reopened by `ingest reconcile --apply` (its rows lost to a restore,
+        a delete or an overwrite that left its id in the log) is re-ingested under
+        generation 1, 2, ...: its commit carries transaction version `generation + 1`.
+        """
+        if table is None:
+            return False
+        version = table.transaction_version(app_id(sha256))
+        return version is not None and version > generation
+
+    def locate(self, table: DeltaTable, sha256: str, generation: int = 0) -> Landing:
         """Find the commit that carried `sha256` (recovery only: reads recent history).
 
         delta-rs lists `history()` down from the newest commit in storage but
@@ -260,16 +275,18 @@ class DeltaTarget:
                     rows = entry.get("rows")
                     if rows is None:
                         rows = commit.get("operationMetrics", {}).get("num_added_rows")
-                    version = self._first_holding(sha256, top - index, top - index + shift)
+                    version = self._first_holding(
+                        sha256, top - index, top - index + shift, generation
+                    )
                     return Landing(version=version, rows=rows)
         return Landing(version=None, rows=None)
 
-    def _first_holding(self, sha256: str, low: int, high: int) -> int:
+    def _first_holding(self, sha256: str, low: int, high: int, generation: int = 0) -> int:
         """The first version in `low..high` whose snapshot holds the transaction id of `sha256`."""
         while low < high:
             middle = (low + high) // 2
             at = self._load(middle)
-            if self.has_landed(at, sha256):
+            if self.has_landed(at, sha256, generation):
                 high = middle
             else:
                 low = middle + 1
@@ -364,7 +381,7 @@ class DeltaTarget:
         )
         # the call does not move `table`: find the version that took the commit
         latest = self._load().version()
-        return self._first_holding(files[0].sha256, read + 1, latest)
+        return self._first_holding(files[0].sha256, read + 1, latest, files[0].generation)
 
     def _load(self, version: int | None = None) -> DeltaTable:
         """A table of its own (at `version`), leaving the reused snapshot as it is."""
@@ -403,7 +420,9 @@ def commit_properties(files: list[FileEntry], *, creating: bool) -> CommitProper
     """
     now_ms = int(time.time() * 1000)
     return CommitProperties(
-        app_transactions=[Transaction(app_id(f.sha256), 1, now_ms) for f in files],
+        app_transactions=[
+            Transaction(app_id(f.sha256), f.generation + 1, now_ms) for f in files
+        ],
         custom_metadata={
             METADATA_KEY: json.dumps(
                 [{"sha256": f.sha256, "path": f.path, "rows": f.rows, "run_id": f.run_id}

@@ -16,7 +16,8 @@ Index entities, in the same Azure table, written by `_insert` and `_replace`
 of rows is the range `PartitionKey lt '~'`):
 
     ~t                   RowKey sha256(table id)             the table registry
-    ~o-<table>-<q>       RowKey sha256                        open rows (q: sha256[0] mod 4)
+    ~i                   RowKey sha256(table id)             the Delta table id it describes
+    ~o-<table>-<q>       RowKey sha256[-generation]           open rows (q: sha256[0] mod 4)
     ~p-<table>-<hh>      RowKey sha256(path) + "-" + sha256   paths (hh: sha256(path)[:2])
 
 The row is the truth; an index entry may be stale, never missing:
@@ -82,6 +83,7 @@ _TEXT_FIELDS = ("status", "path", "source_etag", "owner", "run_id")
 _INDEX = "~"
 """First character of every index PartitionKey: sorts after the rows' hex PartitionKeys."""
 _REGISTRY = "~t"
+_IDENTITY = "~i"
 _BATCH = 100
 """Entities in one transaction (the service's limit)."""
 _REINDEX_CHUNK = 20_000
@@ -231,6 +233,7 @@ class AzureTableLedger(BaseLedger):
             "attempt": record.attempt,
             "error": _bounded(bound_error(record.error)) if record.error is not None else None,
             "seen_paths": _seen_paths_json(record.seen_paths),
+            "generation": record.generation or None,
         }
         for name in _TEXT_FIELDS:
             value = getattr(record, name)
@@ -263,6 +266,7 @@ class AzureTableLedger(BaseLedger):
             updated_at=_time(entity.get("updated_at")),
             run_id=entity.get("run_id"),
             etag=etag,
+            generation=int(entity.get("generation") or 0),
         )
 
     # -- storage -----------------------------------------------------------------
@@ -318,7 +322,7 @@ class AzureTableLedger(BaseLedger):
                     f"{record.sha256} in {record.table} changed since it was read"
                 ) from exc
         if record.status == SUCCEEDED and (previous is None or previous.status != SUCCEEDED):
-            self._unindex_open(record.table, record.sha256)
+            self._unindex_open(record.table, record.sha256, _open_key(record))
         return _with_etag(record, written["etag"])
 
     def _query(self, where: Where) -> Iterator[FileRecord]:
@@ -368,6 +372,33 @@ class AzureTableLedger(BaseLedger):
         self._upsert_batched(entities)
         return count
 
+    def table_identity(self, table: str) -> str | None:
+        """The Delta table id recorded for `table` (its `~i` entity), or None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        with _translated(f"read the table identity of {table}"):
+            try:
+                entity = self._client.get_entity(_IDENTITY, _hex(table))
+            except ResourceNotFoundError:
+                return None
+        value = entity.get("delta_table_id")
+        return str(value) if value else None
+
+    def record_table_identity(self, table: str, delta_table_id: str | None) -> None:
+        """Record (or, with None, forget) the Delta table id `table` describes."""
+        with _translated(f"record the table identity of {table}"):
+            if delta_table_id is None:
+                self._client.delete_entity(_IDENTITY, _hex(table))
+                return
+            self._client.upsert_entity(
+                {
+                    "PartitionKey": _IDENTITY, "RowKey": _hex(table),
+                    "target_table": _bounded(table), "delta_table_id": delta_table_id,
+                    "recorded_at": self.now(),
+                },
+                mode=_replace_mode(),
+            )
+
     def _upsert_batched(self, entities: Iterable[dict[str, Any]]) -> None:
         """Upsert (replace) entities in transactions of up to 100 of one partition each."""
         by_key: dict[tuple[str, str], dict[str, Any]] = {}
@@ -404,7 +435,7 @@ class AzureTableLedger(BaseLedger):
     def _open_entity(record: FileRecord) -> dict[str, Any]:
         return {
             "PartitionKey": _open_partition(record.table, record.sha256),
-            "RowKey": record.sha256,
+            "RowKey": _open_key(record),
             "target_table": _bounded(record.table),
         }
 
@@ -450,15 +481,16 @@ class AzureTableLedger(BaseLedger):
                 self._index_pool = ThreadPoolExecutor(_INDEXERS, thread_name_prefix="ledger-index")
             return self._index_pool
 
-    def _unindex_open(self, table: str, sha256: str) -> None:
-        """Queue an open entry for deletion (only ever after its row is `succeeded`).
+    def _unindex_open(self, table: str, sha256: str, key: str | None = None) -> None:
+        """Queue an open entry (RowKey `key`, default `sha256`) for deletion, once its row
+        is `succeeded` (a reopened row is indexed under another key: `_open_key`).
 
         Deleted in batches, one transaction a partition, a moment later: under
         a surge that is a fraction of a request a file. An entry a crash leaves
         behind is stale, and the next reader drops it.
         """
         with self._retire:
-            self._retired.append((_open_partition(table, sha256), sha256))
+            self._retired.append((_open_partition(table, sha256), key or sha256))
             if self._retirer is None and not self._closing:
                 self._retirer = threading.Thread(
                     target=self._retire_loop, name="ledger-retirer", daemon=True
@@ -536,11 +568,15 @@ class AzureTableLedger(BaseLedger):
                     select=["RowKey"],
                 )
             )
-        for record in self._read_rows([(table, e["RowKey"]) for e in entries]):
+        keys = [e["RowKey"] for e in entries]
+        rows = self._read_rows([(table, key[:64]) for key in keys])
+        for key, record in zip(keys, rows, strict=True):
             if record is None:
                 continue  # its claim may be on its way: keep the entry
-            if record.status == SUCCEEDED:
-                self._unindex_open(table, record.sha256)
+            stale = record.status == SUCCEEDED or _generation_of(key) < record.generation
+            if stale:  # (a reopened row's older generation: the row has its own entry)
+                self._unindex_open(table, record.sha256, key)
+            if stale or key != _open_key(record):
                 continue
             yield record
 
@@ -585,6 +621,17 @@ class AzureTableLedger(BaseLedger):
             )
             for entity in entities:
                 yield self._record(entity, entity.metadata["etag"])
+
+
+def _open_key(record: FileRecord) -> str:
+    """The RowKey of a row's open entry: a reopened row's generation has its own, so a
+    reader deleting the entry of the row it saw `succeeded` never removes the new one."""
+    return record.sha256 if not record.generation else f"{record.sha256}-{record.generation}"
+
+
+def _generation_of(key: str) -> int:
+    """The generation an open entry's RowKey names (`_open_key`)."""
+    return int(key[65:]) if len(key) > 65 else 0
 
 
 def _replace_mode() -> Any:

@@ -30,7 +30,8 @@ FAILED = "failed"
 QUARANTINED = "quarantined"
 STATUSES = (PROCESSING, SUCCEEDED, FAILED, QUARANTINED)
 OPEN_STATUSES = (PROCESSING, FAILED, QUARANTINED)
-"""Rows not settled for good. `succeeded` is terminal: no change ever reopens such a row."""
+"""Rows not settled for good. `succeeded` is terminal but for `reopen` (an operator's
+`ingest reconcile --apply` after the table lost the rows), which also moves `generation`."""
 
 MAX_ERROR_CHARS = 8_000
 """Error text kept in a row: well inside Azure Table's 64 KiB property limit."""
@@ -62,6 +63,10 @@ class FileRecord:
     """The run that last claimed, took over or settled the row (None: an older ledger's row)."""
     etag: str | None = None
     """The row's version in the store; conditional writes compare it."""
+    generation: int = 0
+    """How often `reopen` sent this content back to its table (rows lost to a restore, a
+    delete, a replaced table). Its Delta transaction version is `generation + 1`, so the
+    id an earlier generation left in the log does not block the re-ingest."""
 
     def lease_live(self, now: datetime) -> bool:
         """Whether a `processing` row is still held by its owner at `now`."""
@@ -71,7 +76,7 @@ class FileRecord:
         """A JSON-ready view (times as ISO 8601, no store version)."""
         out: dict[str, object] = {}
         for f in dataclasses.fields(self):
-            if f.name == "etag":
+            if f.name == "etag" or (f.name == "generation" and not self.generation):
                 continue
             value = getattr(self, f.name)
             out[f.name] = value.isoformat() if isinstance(value, datetime) else value
@@ -541,3 +546,40 @@ class BaseLedger(ABC):
             except LedgerConflictError:
                 continue
         raise LedgerConflictError(f"could not release {sha256} in {table}: retry")
+
+    def reopen(self, table: str, sha256: str, reason: str) -> FileRecord | None:
+        """Send a `succeeded` row whose rows the table no longer holds back for ingestion.
+
+        The row becomes `failed` with fresh attempts (the next run, retry or
+        maintenance tick takes it) and its `generation` moves on by one, so the
+        re-ingest commits transaction version `generation + 1` and the id the
+        lost commit left in the Delta log does not make the guard skip it. A
+        row in any other state is returned as it is (None: no row).
+        """
+        for _ in range(5):
+            current = self._get(table, sha256)
+            if current is None or current.status != SUCCEEDED:
+                return current
+            try:
+                return self._replace(
+                    dataclasses.replace(
+                        current, status=FAILED, attempt=0, owner=None, lease_until=None,
+                        generation=current.generation + 1,
+                        error=bound_error(f"reopened: {reason}"), updated_at=self.now(),
+                    ),
+                    current,
+                )
+            except LedgerConflictError:
+                continue
+        raise LedgerConflictError(f"could not reopen {sha256} in {table}: retry")
+
+    # -- which Delta table a table key describes ------------------------------
+
+    def table_identity(self, table: str) -> str | None:
+        """The Delta table id (`metaData.id`) recorded for `table`, or None if none is."""
+        raise NotImplementedError(f"{type(self).__name__} does not record table identities")
+
+    def record_table_identity(self, table: str, delta_table_id: str | None) -> None:
+        """Record the Delta table id `table` describes (None: forget it, the next table is
+        recorded when first seen)."""
+        raise NotImplementedError(f"{type(self).__name__} does not record table identities")

@@ -5,9 +5,11 @@ WAL mode with a busy timeout; every write's WHERE clause is its condition
 `path` and `seen_paths`, for `by_path`) commit in one transaction.
 
 Schema versions (`PRAGMA user_version`): 0, the first (no `file_paths`);
-2 (`file_paths`); 3, this one (`files.run_id`). Opening an older file for
-writing upgrades it in place, once; a read-only open reads a version-2 file
-as it is (its rows have no run id).
+2 (`file_paths`); 3, this one (`files.run_id`; `_V3_STATEMENTS`:
+`table_identities`, the Delta table id each table key describes, and
+`files.generation`). Opening an older file for writing upgrades it in place,
+once; every statement is safe to run again. A read-only open reads a
+version-2 file as it is (its rows have no run id, generation 0).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest_core.errors import LedgerConflictError, LedgerNotFoundError, LedgerUnavailableError
@@ -69,6 +71,19 @@ _UPGRADE_V3 = [
 transaction before `_SCHEMA` (whose CREATE ... IF NOT EXISTS then only adds what is new).
 A new file gets the same from `_SCHEMA` and never runs them."""
 
+_V3_TABLE_IDENTITY = [
+    """CREATE TABLE IF NOT EXISTS table_identities (
+        target_table TEXT PRIMARY KEY,
+        delta_table_id TEXT,
+        recorded_at TEXT
+    )""",
+    "ALTER TABLE files ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",
+]
+"""Version 3, the table identity's part: which Delta table a table key describes, and the
+generation a reopened row is re-ingested under (`ingest reconcile`)."""
+_V3_STATEMENTS = [*_V3_TABLE_IDENTITY]
+"""Every version-3 statement, run in order; lists of other features concatenate here."""
+
 _BACKFILL_PATHS = """
 INSERT OR IGNORE INTO file_paths (path, target_table, sha256)
     SELECT path, target_table, sha256 FROM files
@@ -90,14 +105,23 @@ SELECT name FROM t WHERE name IS NOT NULL
 
 _COLUMNS = (
     "target_table, sha256, status, path, size, source_etag, owner, lease_until, attempt, "
-    "delta_version, rows, error, seen_paths, created_at, updated_at, version, run_id"
+    "delta_version, rows, error, seen_paths, created_at, updated_at, version, run_id, generation"
 )
-_COLUMNS_V2 = _COLUMNS.removesuffix(", run_id")
+_COLUMNS_V2 = _COLUMNS.removesuffix(", run_id, generation")
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
     return found.fetchone() is not None
+
+
+def _run_again_safe(conn: sqlite3.Connection, statement: str) -> None:
+    """Run a migration statement; a column an earlier run already added is no error."""
+    try:
+        conn.execute(statement)
+    except sqlite3.OperationalError as exc:
+        if "duplicate column name" not in str(exc):
+            raise
 
 
 def _time(value: datetime | None) -> str | None:
@@ -149,6 +173,8 @@ class SqliteLedger(BaseLedger):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(_BACKFILL_PATHS)
+                for statement in _V3_STATEMENTS:
+                    _run_again_safe(conn, statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -225,6 +251,7 @@ class SqliteLedger(BaseLedger):
             _time(record.updated_at),
             version,
             record.run_id,
+            record.generation,
         )
 
     @staticmethod
@@ -247,6 +274,7 @@ class SqliteLedger(BaseLedger):
             updated_at=_parse_time(row["updated_at"]),
             run_id=row["run_id"] if "run_id" in row.keys() else None,
             etag=str(row["version"]),
+            generation=(row["generation"] or 0) if "generation" in row.keys() else 0,
         )
 
     def _get(self, table: str, sha256: str) -> FileRecord | None:
@@ -358,3 +386,26 @@ class SqliteLedger(BaseLedger):
             conn.execute("ROLLBACK")
             raise
         return count
+
+    def table_identity(self, table: str) -> str | None:
+        """The Delta table id recorded for `table` (None: none recorded)."""
+        try:
+            row = self._conn().execute(
+                "SELECT delta_table_id FROM table_identities WHERE target_table = ?", (table,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a read-only open of an older file: nothing recorded
+            return None
+        return row[0] if row else None
+
+    def record_table_identity(self, table: str, delta_table_id: str | None) -> None:
+        """Record (or, with None, forget) the Delta table id `table` describes."""
+        conn = self._conn()
+        if delta_table_id is None:
+            conn.execute("DELETE FROM table_identities WHERE target_table = ?", (table,))
+            return
+        conn.execute(
+            "INSERT INTO table_identities (target_table, delta_table_id, recorded_at) "
+            "VALUES (?, ?, ?) ON CONFLICT (target_table) DO UPDATE SET "
+            "delta_table_id = excluded.delta_table_id, recorded_at = excluded.recorded_at",
+            (table, delta_table_id, datetime.now(UTC).isoformat()),
+        )

@@ -13,6 +13,7 @@ twice is harmless.
 | `replay_dead_letters` | Event Grid dead-letter blobs          | here, or via Event Grid          |
 | `sweep`               | a listing and the ledger (no hashing) | unseen, changed, stalled files   |
 | `retry`               | the ledger                            | failed (+ released) rows         |
+| `reconcile`           | the ledger and the table's lineage    | rows the table lost (`--apply`)  |
 | `release`, `show`     | the ledger (and the Delta log)        | nothing                          |
 | `cleanup`             | a listing and the ledger              | nothing: archives or deletes     |
 | `list_poison`         | the blob trigger's poison queue       | nothing (a peek)                 |
@@ -37,6 +38,7 @@ from ingest_core.ops.poison import (
     replay_poison,
 )
 from ingest_core.ops.quarantine import ReleaseReport, quarantined, release
+from ingest_core.ops.reconcile import ReconcileReport, reconcile
 from ingest_core.ops.replay import (
     ReplayReport,
     Via,
@@ -56,6 +58,7 @@ __all__ = [
     "PoisonListReport",
     "PoisonReplayReport",
     "Progress",
+    "ReconcileReport",
     "ReleaseReport",
     "ReplayReport",
     "RetryReport",
@@ -71,6 +74,7 @@ __all__ = [
     "poison_depth",
     "publish_sources",
     "quarantined",
+    "reconcile",
     "release",
     "replay_dead_letters",
     "replay_poison",

@@ -94,7 +94,7 @@ def _delta_check(
     """What the Delta log says of this row's content: is its transaction id there, and where."""
     from deltalake.exceptions import DeltaError
 
-    from ingest_core.delta import DeltaTarget, TableRef, app_id
+    from ingest_core.delta import DeltaTarget, TableRef
     from ingest_core.routing import UNROUTED_TABLE
 
     check: dict[str, Any] = {"checked": False, "in_log": None, "version": row.delta_version,
@@ -109,8 +109,11 @@ def _delta_check(
         if dt is None:
             in_log = False
         else:
-            in_log = dt.transaction_version(app_id(row.sha256)) is not None
+            in_log = DeltaTarget.has_landed(dt, row.sha256, row.generation)
             check["table_version"] = dt.version()
+            lost = _lost_rows(dt, row)
+            if lost is not None:
+                check["lost"] = lost
             if in_log and row.delta_version is None:
                 landing = target.locate(dt, row.sha256)
                 check.update(version=landing.version, rows=landing.rows)
@@ -119,8 +122,28 @@ def _delta_check(
         # an unreachable table leaves the ledger's word unchecked, and says why
         check["error"] = redact(f"{type(exc).__name__}: {exc}")[:300]
         return check
-    check.update(checked=True, in_log=in_log, agrees=in_log == (row.status == SUCCEEDED))
+    agrees = in_log == (row.status == SUCCEEDED) and "lost" not in check
+    check.update(checked=True, in_log=in_log, agrees=agrees)
     return check
+
+
+def _lost_rows(table: Any, row: FileRecord) -> str | None:
+    """Why the ledger's `succeeded` is wrong when the table holds none of the file's rows.
+
+    Its transaction id survives a restore, a delete or an overwrite: only the
+    lineage column (one filtered count) tells. None when the rows are there,
+    or nothing can tell.
+    """
+    from ingest_core.delta import lineage
+
+    if row.status != SUCCEEDED or not row.rows:
+        return None
+    if lineage.rows_of(table, row.sha256) != 0:
+        return None
+    return (
+        f"the table holds none of its {row.rows} rows (restored, deleted or overwritten?): "
+        f"run `ingest reconcile --table {row.table}`"
+    )
 
 
 def _kept_rows(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from deltalake import DeltaTable
 
-    from ingest_core.delta import DeltaTarget
+    from ingest_core.delta import DeltaTarget, FileEntry
     from ingest_core.delta.bad_rows import BadRowsTable
 
 COMMIT_ATTEMPTS = 3
@@ -49,6 +49,8 @@ class Committer:
         self._bad_rows: BadRowsTable | None = None
         self._bad_rows_lock = threading.Lock()
         """Held while bad rows are committed (the event path stages on many threads)."""
+        self.on_created: Callable[[], None] | None = None
+        """Called after a commit while set: the ingestor records the id of a table it created."""
         self.bad_rows_uri: str | None = None
         """The bad-rows table of `bad_rows=rescue` (None: bad rows quarantine the file)."""
         if config.read.rescue:
@@ -86,6 +88,7 @@ class Committer:
                 return
             try:
                 yield from self._write_batch(batch)
+                self._created()
                 return
             except Exception as exc:
                 last_error = exc
@@ -110,6 +113,7 @@ class Committer:
                 return
             try:
                 yield self._write_stream(work)
+                self._created()
                 return
             except IngestError as exc:
                 last_error = exc
@@ -143,13 +147,15 @@ class Committer:
         for work in works:
             if work.sha256 in lost:
                 results.append(self._settler.lost(work))
-            elif target.has_landed(snapshot, work.sha256):
+            elif target.has_landed(snapshot, work.sha256, work.record.generation):
                 assert snapshot is not None
-                landing = target.locate(snapshot, work.sha256)
+                landing = target.locate(snapshot, work.sha256, work.record.generation)
                 results.append(self._settler.ingested(work, landing.version, landing.rows))
             elif (rows := self.rows_by_lineage(work, snapshot)) is not None:
                 assert snapshot is not None
-                version = target.locate(snapshot, work.sha256).version  # while the log has it
+                version = target.locate(  # while the log has it
+                    snapshot, work.sha256, work.record.generation
+                ).version
                 results.append(self._settler.ingested(work, version, rows))
             else:
                 remaining.append(work)
@@ -178,7 +184,7 @@ class Committer:
         A file the table refuses is settled and taken out of `batch`, so a retry
         of the commit writes only the others.
         """
-        from ingest_core.delta import DeltaTarget, FileEntry
+        from ingest_core.delta import DeltaTarget
         from ingest_core.delta.writers import BatchAppend
 
         snapshot = self.target.current()  # the snapshot _guard checked the ids on
@@ -201,7 +207,7 @@ class Committer:
             conformed.schema, merge_schema=stored is None or len(conformed.schema) > len(stored)
         )
         entries = [
-            (FileEntry(w.sha256, w.file.uri, t.num_rows, w.run_id), t) for w, t in conformed.ready
+            (_entry(w, t.num_rows), t) for w, t in conformed.ready
         ]
         version = writer.write(self.target, snapshot, entries)
         for work, table in conformed.ready:
@@ -212,7 +218,6 @@ class Committer:
         table: pa.Table,
     ) -> IngestResult:
         """Upsert one file's rows on the merge keys, in one commit carrying its id."""
-        from ingest_core.delta import FileEntry
         from ingest_core.delta.writers import MergeUpsert
 
         config = self.config
@@ -220,13 +225,13 @@ class Committer:
             config.merge_keys, config.merge_sequence, config.merge_delete_when,
             merge_schema=stored is not None and len(schema) > len(stored),
         )
-        entry = FileEntry(work.sha256, work.file.uri, table.num_rows, work.run_id)
+        entry = _entry(work, table.num_rows)
         version = writer.write(self.target, snapshot, entry, table)
         return self._settler.ingested(work, version, table.num_rows)
 
     def _write_stream(self, work: Work) -> IngestResult:
         """Commit one large file: copied as it is where nothing rewrites it, else streamed."""
-        from ingest_core.delta import DeltaTarget, FileEntry
+        from ingest_core.delta import DeltaTarget
         from ingest_core.delta.writers import CopyAsIs, RowCount, StreamAppend
 
         target = self.target
@@ -236,8 +241,7 @@ class Committer:
             if source is not None and CopyAsIs.fits(target, snapshot, opened.schema):
                 rows = opened.count_rows()  # every row decoded: a corrupt page is refused
                 version = CopyAsIs(opened.schema).write(
-                    target, snapshot, FileEntry(work.sha256, work.file.uri, rows, work.run_id),
-                    source,
+                    target, snapshot, _entry(work, rows), source,
                     verify=lambda: self._reader.verify(work),
                 )
                 return self._settler.ingested(work, version, rows)
@@ -250,7 +254,7 @@ class Committer:
                 stream.schema, merge_schema=stored is None or len(stream.schema) > len(stored)
             )
             version = writer.write(
-                target, snapshot, FileEntry(work.sha256, work.file.uri, None, work.run_id),
+                target, snapshot, _entry(work, None),
                 counted.counting(stream.batches), counted,
             )
         return self._settler.ingested(work, version, counted.value)
@@ -260,7 +264,7 @@ class Committer:
         if rows is None:
             snapshot = self.target.snapshot()
             if snapshot is not None:
-                landing = self.target.locate(snapshot, work.sha256)
+                landing = self.target.locate(snapshot, work.sha256, work.record.generation)
                 version, rows = landing.version, landing.rows
         return self._settler.ingested(work, version, rows)
 
@@ -276,6 +280,20 @@ class Committer:
                     assert self.bad_rows_uri is not None
                     self._bad_rows = BadRowsTable(self.bad_rows_uri, self.config.storage)
                 self._bad_rows.record(work.sha256, work.file.uri, work.bad_rows, work.run_id)
+
+    def _created(self) -> None:
+        """After a commit: let the ingestor record a table it has just created."""
+        if self.on_created is None:
+            return
+        try:
+            self.on_created()
+        except Exception as exc:  # best effort: the next run records it when it finds it
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "could not record the id of the new table %s in the ledger: %s",
+                self.config.table_uri, exc,
+            )
 
     def _retry_commit(self, exc: Exception) -> bool:
         """Drop the snapshot after a failed write; True when the failure was a lost race."""
@@ -311,3 +329,12 @@ def _own_thread(function: Callable[..., None], *args: Any) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def _entry(work: Work, rows: int | None) -> FileEntry:
+    """What a commit records of one file: its content, path, rows, run and generation."""
+    from ingest_core.delta import FileEntry
+
+    return FileEntry(
+        work.sha256, work.file.uri, rows, run_id=work.run_id, generation=work.record.generation
+    )

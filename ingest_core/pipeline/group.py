@@ -105,6 +105,8 @@ class GroupPath:
         """Read, conform and stage one file; its result instead when it goes another way."""
         from ingest_core.delta.data_files import delta_schema, write_file
 
+        if work.record.generation:  # reopened: the log may hold an earlier generation's id
+            return self._ingest_alone(work)
         if work.record.attempt > 1:  # an earlier attempt may have committed it: look first
             found = group.find(work.sha256)
             if found is not None:
