@@ -103,7 +103,7 @@ def test_a_crash_before_the_open_entry_is_removed_leaves_a_stale_entry_readers_d
     ledger, _ = azure
 
     class CrashesAfterTheRow(AzureTableLedger):
-        def _unindex_open(self, table: str, sha256: str) -> None:
+        def _unindex_open(self, table: str, sha256: str, key: str | None = None) -> None:
             """The process dies here: the row is succeeded, its open entry still there."""
 
     crashing = CrashesAfterTheRow(ledger._client, clock=ledger._clock)
