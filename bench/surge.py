@@ -361,7 +361,11 @@ def fresh_azurite(*, in_memory: bool = False) -> Iterator[None]:
         yield
     finally:
         azurite.terminate()
-        azurite.wait(30)
+        try:
+            azurite.wait(10)
+        except subprocess.TimeoutExpired:
+            azurite.kill()
+            azurite.wait()
         shutil.rmtree(folder, ignore_errors=True)
         for key, value in saved.items():
             if value is None:
