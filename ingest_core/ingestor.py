@@ -262,7 +262,7 @@ class IdempotentIngestor:
             if self._ledger_checked:
                 return
             from ingest_core.delta import lineage
-            from ingest_core.pipeline import identity
+            from ingest_core.pipeline import table_identity
 
             try:
                 with self._committer.lock:
@@ -270,9 +270,9 @@ class IdempotentIngestor:
             except ConfigurationError:  # an unusable table: the first commit says so, per file
                 return
             # a deleted or replaced table, or one forgetting ids too soon: raise, every time
-            identity.verify_txn_retention(self.config.table_uri, snapshot,
+            table_identity.verify_txn_retention(self.config.table_uri, snapshot,
                                           self.config.txn_retention)
-            if identity.verify(self.ledger, self.table_key, self.config.table_uri, snapshot):
+            if table_identity.verify(self.ledger, self.table_key, self.config.table_uri, snapshot):
                 self._committer.on_created = self._record_created
             self._ledger_checked = True
             if self.ledger.records(table=self.table_key, limit=1):
@@ -284,9 +284,9 @@ class IdempotentIngestor:
 
     def _record_created(self) -> None:
         """Record the id of the table this ingestor's first commit created (the ledger's table)."""
-        from ingest_core.pipeline import identity
+        from ingest_core.pipeline import table_identity
 
-        if identity.record_created(self.ledger, self.table_key, self.target.ref.load()):
+        if table_identity.record_created(self.ledger, self.table_key, self.target.ref.load()):
             self._committer.on_created = None
 
     @property
