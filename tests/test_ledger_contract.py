@@ -37,6 +37,18 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
+FILES_BEFORE_RUN_IDS = """
+CREATE TABLE files (
+    target_table TEXT NOT NULL, sha256 TEXT NOT NULL, status TEXT NOT NULL,
+    path TEXT NOT NULL, size INTEGER NOT NULL, source_etag TEXT, owner TEXT,
+    lease_until TEXT, attempt INTEGER NOT NULL, delta_version INTEGER, rows INTEGER,
+    error TEXT, seen_paths TEXT NOT NULL, created_at TEXT, updated_at TEXT,
+    version INTEGER NOT NULL, PRIMARY KEY (target_table, sha256)
+);
+"""
+"""The SQLite ledger's `files` table of schema versions 0 to 2, as earlier releases wrote it."""
+
+
 def sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -410,17 +422,7 @@ def test_a_version_2_sqlite_ledger_gains_run_id_and_reads_read_only_before(tmp_p
     SqliteLedger(path, clock=clock).close()
     conn = sqlite3.connect(path)  # turn it into the version-2 file a previous release wrote
     conn.execute("DROP TABLE files")
-    conn.executescript(
-        """
-        CREATE TABLE files (
-            target_table TEXT NOT NULL, sha256 TEXT NOT NULL, status TEXT NOT NULL,
-            path TEXT NOT NULL, size INTEGER NOT NULL, source_etag TEXT, owner TEXT,
-            lease_until TEXT, attempt INTEGER NOT NULL, delta_version INTEGER, rows INTEGER,
-            error TEXT, seen_paths TEXT NOT NULL, created_at TEXT, updated_at TEXT,
-            version INTEGER NOT NULL, PRIMARY KEY (target_table, sha256)
-        );
-        """
-    )
+    conn.executescript(FILES_BEFORE_RUN_IDS)
     conn.execute(
         "INSERT INTO files VALUES (?, ?, 'succeeded', 'x/a', 1, NULL, NULL, NULL, 1, 0, 1, "
         "NULL, '[]', ?, ?, 3)", (TABLE, sha("a"), clock.now.isoformat(), clock.now.isoformat()),

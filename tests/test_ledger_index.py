@@ -17,7 +17,14 @@ import pytest
 
 from ingest_core.ledger import FAILED, SUCCEEDED, BaseLedger, FileRecord
 from ingest_core.ledger.sqlite import SCHEMA_VERSION, SqliteLedger
-from tests.test_ledger_contract import LEASE, TABLE, FakeClock, claim, sha
+from tests.test_ledger_contract import (
+    FILES_BEFORE_RUN_IDS,
+    LEASE,
+    TABLE,
+    FakeClock,
+    claim,
+    sha,
+)
 
 
 class Counted:
@@ -223,14 +230,7 @@ def test_an_sqlite_file_of_the_first_schema_is_upgraded_when_opened(tmp_path, cl
     path = tmp_path / "old.sqlite"
     conn = sqlite3.connect(path)
     conn.executescript(
-        """
-        CREATE TABLE files (
-            target_table TEXT NOT NULL, sha256 TEXT NOT NULL, status TEXT NOT NULL,
-            path TEXT NOT NULL, size INTEGER NOT NULL, source_etag TEXT, owner TEXT,
-            lease_until TEXT, attempt INTEGER NOT NULL, delta_version INTEGER, rows INTEGER,
-            error TEXT, seen_paths TEXT NOT NULL, created_at TEXT, updated_at TEXT,
-            version INTEGER NOT NULL, PRIMARY KEY (target_table, sha256)
-        );
+        FILES_BEFORE_RUN_IDS + """
         CREATE INDEX files_status ON files (status);
         CREATE INDEX files_path ON files (path);
         """
