@@ -27,6 +27,7 @@ from ingest_core.pipeline.claim import Claimer
 from ingest_core.pipeline.commit import Committer
 from ingest_core.pipeline.fetch import Fetcher
 from ingest_core.pipeline.group import GroupPath
+from ingest_core.pipeline.known import KnownFiles
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
@@ -38,6 +39,12 @@ if TYPE_CHECKING:
 
     from ingest_core.delta import DeltaTarget, TableRef
     from ingest_core.delta.group_commit import GroupCommit
+
+def _drain(results: list[IngestResult]) -> Iterator[IngestResult]:
+    """Yield and remove every result in `results`."""
+    while results:
+        yield results.pop(0)
+
 
 def owner_token() -> str:
     """A token naming this worker (host, process, random): the owner of its claims."""
@@ -93,6 +100,7 @@ class IdempotentIngestor:
             self.ledger, self.table_key, self.owner, self._keeper, config.max_attempts
         )
         self._fetcher = Fetcher(self._sources, config.stream_bytes)
+        self._known = KnownFiles(self.ledger, self.table_key)
         self._claimer = Claimer(
             self.ledger, self.table_key, self.owner, config, self._keeper, self._settler
         )
@@ -143,13 +151,24 @@ class IdempotentIngestor:
         `batch_files` files or `batch_bytes` of rows, or its first file has
         waited `batch_seconds`; a large file is streamed into a commit of its own.
         In merge mode every file is read whole and merged in a commit of its
-        own, in arrival order.
+        own, in arrival order. A file at the path of a `succeeded` row, with
+        the version that row recorded, is skipped unread (`pipeline.known`).
         """
         batch: list[Work] = []
         batch_bytes = 0
         claimed_here: dict[str, str] = {}
         self._check_ledger()
-        for fetched in self._fetcher.ahead(files):
+        known: list[IngestResult] = []  # skipped by their version, reported as they come
+
+        def unknown() -> Iterator[SourceFile]:
+            for item in self._known.split(files):
+                if isinstance(item, IngestResult):
+                    known.append(item)
+                else:
+                    yield item
+
+        for fetched in self._fetcher.ahead(unknown()):
+            yield from _drain(known)
             work = self._claimer.claim(fetched, claimed_here)
             if isinstance(work, IngestResult):
                 yield work
@@ -176,6 +195,7 @@ class IdempotentIngestor:
             ):
                 yield from self._committer.commit_batch(batch)
                 batch, batch_bytes = [], 0
+        yield from _drain(known)
         yield from self._committer.commit_batch(batch)
 
     def ingest_one(self, file: SourceFile) -> IngestResult:

@@ -218,7 +218,7 @@ class Session:
             claim = ledger.claim(
                 UNROUTED_TABLE, copy.sha256, path=file.uri, owner=self.owner,
                 lease_seconds=self.config.lease_seconds, max_attempts=1, size=copy.size,
-                source_etag=copy.etag,
+                source_etag=copy.recorded_etag,
             )
             if claim.outcome == "claimed":
                 ledger.fail(claim.record, error, quarantine=True)

@@ -54,7 +54,7 @@ class Claimer:
             lease_seconds=self._config.lease_seconds,
             max_attempts=self._config.max_attempts,
             size=copy.size,
-            source_etag=copy.etag,
+            source_etag=copy.recorded_etag,
         )
         if claim.outcome != "claimed":
             return self._settler.not_claimed(fetched, copy, claim)

@@ -3,12 +3,14 @@
 Local files are hashed in place instead of being spooled: a copy would only
 read the same local bytes twice. What the spool guards against (bytes changing
 between hash and parse) is checked instead by comparing the file's identity
-(size, mtime in ns, inode) before hashing and after parsing.
+(size, mtime, inode, ctime, device: `identity.local_identity`) before
+hashing and after parsing.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,6 +91,7 @@ class LocalSource:
         """Hash the file where it lies."""
         path = Path(file.uri)
         try:
+            seen = time.time_ns()
             before = local_identity(path)
             sha256, size = file_sha256(str(path))
             if local_identity(path) != before:
@@ -97,7 +100,9 @@ class LocalSource:
             raise SourceGoneError(
                 f"{file.uri} disappeared before it could be read; nothing to ingest"
             ) from exc
-        return LocalCopy(path=path, sha256=sha256, size=size, etag=before, temporary=False)
+        return LocalCopy(
+            path=path, sha256=sha256, size=size, etag=before, temporary=False, seen_ns=seen
+        )
 
     def verify(self, file: SourceFile, copy: LocalCopy) -> None:
         """Refuse the data if the file was replaced or rewritten since it was hashed."""
