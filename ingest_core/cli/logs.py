@@ -14,7 +14,6 @@ import time
 import uuid
 from typing import Any
 
-from ingest_core.events import redact
 from ingest_core.results import IngestResult
 
 logger = logging.getLogger("ingest_core.cli")
@@ -80,6 +79,8 @@ def configure(verbose: int, quiet: bool, fmt: str, level_name: str | None) -> No
 
 def file_line(result: IngestResult, run_id: str) -> dict[str, Any]:
     """The `ingest_file` fields of one settled file (the Functions app's, with `run_id`)."""
+    from ingest_core.events import redact
+
     line: dict[str, Any] = {
         "event": "ingest_file", "run_id": run_id, "path": redact(result.path),
         "sha256": result.sha256, "status": result.status, "rows": result.rows,
