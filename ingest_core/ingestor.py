@@ -25,7 +25,7 @@ from ingest_core.errors import ConfigurationError, IngestError, SourceGoneError
 from ingest_core.ledger import BaseLedger, open_ledger
 from ingest_core.pipeline.claim import Claimer
 from ingest_core.pipeline.commit import Committer
-from ingest_core.pipeline.fetch import Fetcher
+from ingest_core.pipeline.fetch import Fetched, Fetcher
 from ingest_core.pipeline.group import GroupPath
 from ingest_core.pipeline.known import KnownFiles
 from ingest_core.pipeline.lease import LeaseKeeper
@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
     from ingest_core.delta import DeltaTarget, TableRef
     from ingest_core.delta.group_commit import GroupCommit
+
+CLAIM_GROUP = 100
+"""Small files claimed together, in one ledger write group (`BaseLedger.batch`)."""
+
 
 def _drain(results: list[IngestResult]) -> Iterator[IngestResult]:
     """Yield and remove every result in `results`."""
@@ -167,9 +171,9 @@ class IdempotentIngestor:
                 else:
                     yield item
 
-        for fetched in self._fetcher.ahead(unknown()):
+        fetched_files = self._fetcher.ahead(unknown())
+        for work in self._claimed(fetched_files, claimed_here):
             yield from _drain(known)
-            work = self._claimer.claim(fetched, claimed_here)
             if isinstance(work, IngestResult):
                 yield work
                 continue
@@ -197,6 +201,23 @@ class IdempotentIngestor:
                 batch, batch_bytes = [], 0
         yield from _drain(known)
         yield from self._committer.commit_batch(batch)
+
+    def _claimed(
+        self, fetched_files: Iterable[Fetched], claimed_here: dict[str, str]
+    ) -> Iterator[Work | IngestResult]:
+        """Each fetched file's claim, in order, small files claimed `CLAIM_GROUP` at a time
+        (one ledger write group); a large file is claimed on its own, as it comes."""
+        group: list[Fetched] = []
+        for fetched in fetched_files:
+            large = fetched.file.size is not None and fetched.file.size > self.config.stream_bytes
+            if large or len(group) >= CLAIM_GROUP:
+                yield from self._claimer.claim_many(group, claimed_here)
+                group = []
+            group.append(fetched)
+            if large:
+                yield from self._claimer.claim_many(group, claimed_here)
+                group = []
+        yield from self._claimer.claim_many(group, claimed_here)
 
     def ingest_one(self, file: SourceFile) -> IngestResult:
         """Ingest one file, sharing Delta commits with concurrent calls; safe from many threads.
