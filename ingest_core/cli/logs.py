@@ -96,5 +96,6 @@ def file_line(result: IngestResult, run_id: str) -> dict[str, Any]:
 
 def log_file(result: IngestResult, run_id: str) -> None:
     """Log one settled file: INFO when ingested or skipped, else WARNING."""
-    ok = result.status in ("ingested", "skipped")
-    logger.log(logging.INFO if ok else logging.WARNING, json.dumps(file_line(result, run_id)))
+    level = logging.INFO if result.status in ("ingested", "skipped") else logging.WARNING
+    if logger.isEnabledFor(level):  # the line is built only when someone reads it
+        logger.log(level, json.dumps(file_line(result, run_id)))
