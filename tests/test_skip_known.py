@@ -157,3 +157,24 @@ def test_rows_without_ctime_are_never_trusted_to_skip(tmp_path: Path, landing: P
     ledger.complete(claim.record, delta_version=0, rows=1)
     file = SourceFile(uri=str(path), relative="old.csv", size=st.st_size)
     assert list(KnownFiles(ledger, "t").split([file])) == [file]
+
+
+@pytest.mark.parametrize(("recorded", "seen", "rewritten"), [
+    ("5:1:2:3000000000:4@9000000000", "5:1:2:3000000000:4@9500000000", False),  # read again
+    ("5:1:2:3000000000:4@9000000000", "5:1:2:7000000000:4@9500000000", True),   # new ctime
+    ("5:1:2:3000000000:4@3000000001", "5:1:2:3000000000:4@9500000000", True),   # was racy
+    ('"0x8DC0FFEE"', '"0x8DC0FFEE"', False),
+    ('"0x8DC0FFEE"', '"0x8DBEEF00"', True),                                     # blob rewritten
+])
+def test_a_claim_of_ingested_bytes_records_a_better_version_and_writes_nothing_else(
+    tmp_path: Path, recorded, seen, rewritten
+):
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite")
+    first = ledger.claim("t", "c" * 64, path="/landing/x.csv", owner="a", lease_seconds=60,
+                         max_attempts=5, source_etag=recorded)
+    done = ledger.complete(first.record, delta_version=0, rows=1)
+    again = ledger.claim("t", "c" * 64, path="/landing/x.csv", owner="b", lease_seconds=60,
+                         max_attempts=5, source_etag=seen)
+    assert again.outcome == "done"
+    assert (again.record.etag != done.etag) == rewritten
+    assert ledger.get("t", "c" * 64).source_etag == (seen if rewritten else recorded)

@@ -405,7 +405,9 @@ class BaseLedger(ABC):
         prove: the next run may skip the file by it (`succeeded_at`).
         """
         if path == record.path:
-            if source_etag is None or source_etag == record.source_etag:
+            from ingest_core.sources.identity import newer_proof
+
+            if not newer_proof(record.source_etag, source_etag):
                 return record
             changed = dataclasses.replace(record, source_etag=source_etag)
         elif path in record.seen_paths:

@@ -73,6 +73,25 @@ def recorded_version(etag: str | None, seen_ns: int | None) -> str | None:
     return f"{etag}@{seen_ns}"
 
 
+def newer_proof(recorded: str | None, seen: str | None) -> bool:
+    """Whether a row recording version `recorded` should record `seen` instead, once the
+    file's bytes at the row's path were just hashed to the row's content.
+
+    When the version changed (a blob's ETag, a local identity), or a local
+    identity the row holds is racy and the one just read is not. The time a
+    local identity was read alone is no reason: rewriting a row every run
+    would cost a write per file per run.
+    """
+    if seen is None or seen == recorded:
+        return False
+    if recorded is None:
+        return True
+    base = seen.partition("@")[0]
+    if recorded.partition("@")[0] != base:
+        return True
+    return trusted_identity(seen, base) and not trusted_identity(recorded, base)
+
+
 def trusted_identity(recorded: str | None, current: str) -> bool:
     """Whether a row's recorded local version proves the file still has the bytes hashed then.
 
