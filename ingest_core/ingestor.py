@@ -283,6 +283,10 @@ class IdempotentIngestor:
             self._ledger_checked = True
             if self.ledger.records(table=self.table_key, limit=1):
                 return
+            if is_local(self.config.table_uri) and not (
+                local_path(self.config.table_uri) / "_delta_log"
+            ).is_dir():
+                return  # no table yet: nothing to recover, and deltalake stays unimported
             from ingest_core.delta import lineage
 
             try:
