@@ -8,13 +8,15 @@ ctime on every write or `utime`, and nobody can set it back). One ledger
 query for many paths (`BaseLedger.succeeded_at`) and one `stat` per local
 file then settle them, instead of a hash and a claim each.
 
-Anything short of proof goes the normal way (hashed, claimed): a row from
-before ctime was recorded, a local identity read within `RACY_NS` of the
+Anything short of proof goes the normal way (hashed, claimed): a local file
+off POSIX (Windows reports the creation time as ctime), a row from before
+ctime was recorded, a local identity read within `RACY_NS` of the
 file's last change, a file gone or unreadable, a blob listed without an ETag.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable, Iterator
 
@@ -69,6 +71,8 @@ def _proven(file: SourceFile, rows: Iterable[FileRecord]) -> FileRecord | None:
     if not rows:
         return None
     if is_local(file.uri):
+        if os.name != "posix":  # Windows' st_ctime is the creation time: no proof of bytes
+            return None
         try:
             current = local_identity(file.uri)
         except OSError:
