@@ -17,8 +17,50 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "bench" / "out"
+DEFAULT_VENV = DEFAULT_OUT / "venv"
 PY = sys.executable
+"""The interpreter of the floors and probes: the bench venv's once `use_venv` ran."""
 INGEST = [PY, "-m", "ingest_core.cli"]
+"""The command measured: the bench venv's `ingest` console script once `use_venv` ran."""
+
+
+def add_venv_args(parser: argparse.ArgumentParser) -> None:
+    """The --venv (where the non-editable install lives) and --no-install options."""
+    parser.add_argument(
+        "--venv", type=Path, default=DEFAULT_VENV,
+        help=f"venv holding `pip install REPO` (non-editable); created when missing, the repo "
+        f"reinstalled into it otherwise (default {DEFAULT_VENV})",
+    )
+    parser.add_argument(
+        "--no-install", action="store_true",
+        help="use the venv as it is (do not reinstall the repository into it)",
+    )
+
+
+def use_venv(venv: Path, install: bool = True) -> None:
+    """Measure what a user runs: the `ingest` console script of a NON-editable install.
+
+    Creates `venv` (python -m venv + pip install -c requirements.lock REPO) when
+    it has no `ingest`; else reinstalls only the repository into it (no
+    dependencies), unless `install` is false. The floors run with the venv's
+    interpreter too, so both sides import the same pyarrow and deltalake.
+    """
+    global PY, INGEST
+    venv = venv.absolute()
+    python, script = venv / "bin" / "python", venv / "bin" / "ingest"
+    pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    lock = ["-c", str(REPO / "requirements.lock")] if (REPO / "requirements.lock").exists() else []
+    if not script.exists():
+        print(f"creating {venv}: python -m venv + pip install {REPO} (non-editable)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([*pip, *lock, str(REPO)], check=True, stdout=subprocess.DEVNULL)
+    elif install:
+        subprocess.run(
+            [*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    PY = str(python)
+    INGEST = [str(script)]
 
 
 def add_folder_args(parser: argparse.ArgumentParser, inputs: str) -> None:
@@ -124,9 +166,10 @@ def header(title: str) -> str:
 
 def machine() -> str:
     """A one-line description of the machine (cores, memory, Python, library versions)."""
-    import deltalake
-    import pyarrow
-
+    versions = subprocess.run(
+        [PY, "-c", "import deltalake, pyarrow; print(pyarrow.__version__, deltalake.__version__)"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split() or ["?", "?"]
     mem = ""
     try:
         with open("/proc/meminfo") as f:
@@ -136,14 +179,21 @@ def machine() -> str:
         pass
     return (
         f"{os.cpu_count()} cores{mem}, Python {sys.version.split()[0]}, "
-        f"pyarrow {pyarrow.__version__}, deltalake {deltalake.__version__}; "
+        f"pyarrow {versions[0]}, deltalake {versions[-1]}; "
         f"ingest_core from {_ingest_core_origin()}; {load()}"
     )
 
 
 def load() -> str:
-    """The 1-minute load average: other work on the machine skews wall times."""
-    return f"load average {os.getloadavg()[0]:.2f}"
+    """The load averages (1, 5, 15 min): other work on the machine skews wall times."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def ratio_row(label: str, ours: Sequence[float], floor: Sequence[float]) -> str:
+    """min/median/max of the per-pair ratios ours/floor, as one table line."""
+    ratios = [o / f for o, f in zip(ours, floor, strict=True)]
+    return row(label, ratios, "x")
 
 
 def _ingest_core_origin() -> str:
@@ -157,9 +207,9 @@ def _ingest_core_origin() -> str:
     )
     where = probe.stdout.strip() or "?"
     rev = subprocess.run(
-        ["git", "-C", where, "describe", "--always", "--dirty"],
+        ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
         capture_output=True,
         text=True,
         check=False,
     ).stdout.strip()
-    return f"{where} ({rev})" if rev else where
+    return f"{where}, installed from {REPO} ({rev})" if rev else where

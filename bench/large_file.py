@@ -1,51 +1,58 @@
 """Large-file benchmark: `ingest run` against the bare read + write_deltalake floor.
 
     python bench/make_data.py                 # once: bench/out/large.parquet (+ large.csv)
-    python bench/large_file.py [--pairs 3] [--csv] [--out bench/out]
+    python bench/large_file.py [--pairs 5] [--venv DIR] [--csv [--csv-mb MB]] [--out bench/out]
 
-Every measurement is a whole separate process (interpreter start and imports
-included), on a fresh table (and, for ours, a fresh SQLite ledger):
+What a user runs is measured: the `ingest` console script of a NON-editable
+install (`pip install REPO` into --venv, created on first use, the repository
+reinstalled into it on every later use unless --no-install). Every
+measurement is a whole separate process (interpreter start and imports
+included), with the venv's interpreter, on a fresh table (and, for ours, a
+fresh SQLite ledger):
 
 - floor:  python -c "write_deltalake(T, pq.read_table(FILE))"
-- ours:   python -m ingest_core.cli run FILE --table T --json
-- as is:  the same with --no-lineage: a parquet file whose columns need no
-          rewrite is copied into the table and committed (parquet only)
+- ours:   ingest run FILE --table T --json
+- as is (--as-is): the same with --no-lineage: a parquet file whose columns
+          need no rewrite is copied into the table and committed (parquet only)
 - import: python -c "import pyarrow.parquet, deltalake" (what any process pays)
 
 floor and ours run in pairs (their order alternates); wall time is measured
 around the child and peak RSS is the child's own ru_maxrss from os.wait4.
-The ratio is the median of the per-pair ratios ours/floor.
+Each ratio is ours/floor within a pair: min/median/max over the pairs.
 
 Also printed: the speed of `ingest_core.hashing.file_sha256` on the file (in
 this process, the file in the page cache), 3 runs: the target is >= 1 GB/s.
 
 With --csv, large.csv is ingested too (floor: pyarrow.csv.read_csv +
 write_deltalake), --csv-runs times each (default 1); peak RSS is the figure
-that matters there. With --rescue, messy.csv (large.csv with a few bad values
-and ragged rows) is ingested --csv-runs times with `--bad-rows rescue`.
+that matters there. --csv-mb MB generates the CSV (MB MiB) in a temporary
+folder under --work instead, and deletes it afterwards. With --rescue,
+messy.csv (large.csv with a few bad values and ragged rows) is ingested
+--csv-runs times with `--bad-rows rescue`.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 from pathlib import Path
 
+import _common
 from _common import (
-    INGEST,
-    PY,
     Measure,
     add_folder_args,
+    add_venv_args,
     check,
     fresh_dir,
     header,
     load,
     machine,
+    ratio_row,
     remove,
     row,
     run_child,
     tree_bytes,
+    use_venv,
     warm,
 )
 
@@ -65,7 +72,7 @@ def run_floor(code: str, file: Path, work: Path) -> tuple[Measure, int]:
     run_dir = fresh_dir(work, "floor")
     table = run_dir / "table"
     try:
-        m = run_child([PY, "-c", code, str(table), str(file)])
+        m = run_child([_common.PY, "-c", code, str(table), str(file)])
         check(m, "floor")
         return m, tree_bytes(table)
     finally:
@@ -79,7 +86,9 @@ def run_ours(
     run_dir = fresh_dir(work, "ours")
     table = run_dir / "table"
     try:
-        m = run_child([*INGEST, "run", str(file), "--table", str(table), "--json", *extra])
+        m = run_child(
+            [*_common.INGEST, "run", str(file), "--table", str(table), "--json", *extra]
+        )
         check(m, "ingest run")
         result = m.json()
         if result.get("ingested") != 1 or (rows is not None and result.get("rows") != rows):
@@ -103,10 +112,6 @@ def hash_speed(file: Path, runs: int = 3) -> list[float]:
     return speeds
 
 
-def _ratio(ours: list[float], floor: list[float]) -> float:
-    return statistics.median(o / f for o, f in zip(ours, floor, strict=True))
-
-
 def bench_pairs(
     file: Path, code: str, pairs: int, work: Path, rows: int | None, imports: bool,
     as_is: bool = False,
@@ -127,7 +132,8 @@ def bench_pairs(
                 m, ours_bytes = run_ours(file, work, rows)
                 ours.append(m)
             print(
-                f"  pair {i + 1} {which:<5} {m.wall_s:6.2f} s  {m.rss_mib:7.0f} MiB peak RSS",
+                f"  pair {i + 1} {which:<5} {m.wall_s:6.2f} s  {m.rss_mib:7.0f} MiB peak RSS"
+                f"  ({load()})",
                 flush=True,
             )
         if as_is:
@@ -137,7 +143,7 @@ def bench_pairs(
     base: list[Measure] = []
     if imports:
         for _ in range(pairs):
-            m = run_child([PY, "-c", IMPORTS])
+            m = run_child([_common.PY, "-c", IMPORTS])
             check(m, "imports")
             base.append(m)
     size = file.stat().st_size / 2**20
@@ -153,16 +159,19 @@ def bench_pairs(
     print(header("peak RSS"))
     print(row("floor", [m.rss_mib for m in floor], "MiB", "{:.0f}"))
     print(row("ours", [m.rss_mib for m in ours], "MiB", "{:.0f}"))
+    print(row("ours, in MB (10^6 bytes)", [m.rss_mib * 2**20 / 1e6 for m in ours], "MB",
+              "{:.0f}"))
     if copied:
         print(row("as is", [m.rss_mib for m in copied], "MiB", "{:.0f}"))
     if base:
         print(row("process start + imports", [m.rss_mib for m in base], "MiB", "{:.0f}"))
-    t_ratio = _ratio([m.wall_s for m in ours], [m.wall_s for m in floor])
-    r_ratio = _ratio([m.rss_mib for m in ours], [m.rss_mib for m in floor])
-    print(f"ratio ours/floor (median of pairs): time {t_ratio:.2f}x, peak RSS {r_ratio:.2f}x")
+    print(header("ratio to the floor of its pair"))
+    print(ratio_row("ours/floor, wall time", [m.wall_s for m in ours], [m.wall_s for m in floor]))
+    print(ratio_row("ours/floor, peak RSS", [m.rss_mib for m in ours],
+                    [m.rss_mib for m in floor]))
     if copied:
-        c_ratio = _ratio([m.wall_s for m in copied], [m.wall_s for m in floor])
-        print(f"ratio as is/floor (median of pairs): time {c_ratio:.2f}x")
+        print(ratio_row("as is/floor, wall time", [m.wall_s for m in copied],
+                        [m.wall_s for m in floor]))
     print(
         f"table data written: floor {floor_bytes / 2**20:.0f} MiB, "
         f"ours {ours_bytes / 2**20:.0f} MiB"
@@ -194,12 +203,20 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the requested benchmarks."""
     parser = argparse.ArgumentParser(
         description="Large-file benchmark: ingest run vs read + write_deltalake.",
-        epilog="Inputs come from bench/make_data.py.",
+        epilog="Inputs come from bench/make_data.py (or --csv-mb for a generated CSV).",
     )
     add_folder_args(parser, "the inputs")
-    parser.add_argument("--pairs", type=int, default=3, help="floor/ours pairs (default 3)")
+    add_venv_args(parser)
+    parser.add_argument("--pairs", type=int, default=5, help="floor/ours pairs (default 5)")
     parser.add_argument("--no-parquet", action="store_true", help="skip large.parquet")
+    parser.add_argument("--as-is", action="store_true",
+                        help="also time --no-lineage (the file copied as it is) in each pair")
     parser.add_argument("--csv", action="store_true", help="also ingest large.csv")
+    parser.add_argument(
+        "--csv-mb", type=int, default=None, metavar="MB",
+        help="with --csv: generate a CSV of MB MiB in a temporary folder (deleted at the end) "
+        "instead of using OUT/large.csv; 2048 for the issue's 2 GiB file",
+    )
     parser.add_argument(
         "--csv-runs", type=int, default=1, help="floor/ours pairs for the CSV (default 1)"
     )
@@ -211,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     work = args.work or args.out / "runs"
+    use_venv(args.venv, install=not args.no_install)
     print(f"machine: {machine()}")
+    print(f"measured: {' '.join(_common.INGEST)} (floors: {_common.PY})")
     if not args.no_parquet:
         file = args.out / "large.parquet"
         if not file.exists():
@@ -220,13 +239,17 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = pq.ParquetFile(file).metadata.num_rows
         bench_pairs(
-            file, FLOOR_PARQUET, args.pairs, work, rows, not args.no_imports, as_is=True
+            file, FLOOR_PARQUET, args.pairs, work, rows, not args.no_imports, as_is=args.as_is
         )
     if args.csv:
-        file = args.out / "large.csv"
-        if not file.exists():
-            parser.error(f"{file} missing: run bench/make_data.py (without --no-csv) first")
-        bench_pairs(file, FLOOR_CSV, args.csv_runs, work, None, imports=False)
+        if args.csv_mb is not None:
+            _generated_csv(args.csv_mb, work, args.csv_runs)
+        else:
+            file = args.out / "large.csv"
+            if not file.exists():
+                parser.error(f"{file} missing: run bench/make_data.py (without --no-csv), "
+                             "or pass --csv-mb")
+            bench_pairs(file, FLOOR_CSV, args.csv_runs, work, None, imports=False)
     if args.rescue:
         file = args.out / "messy.csv"
         if not file.exists():
@@ -238,6 +261,24 @@ def main(argv: list[str] | None = None) -> int:
     except OSError:
         pass
     return 0
+
+
+def _generated_csv(megabytes: int, work: Path, runs: int) -> None:
+    """Generate a CSV of `megabytes` MiB in a temporary folder, bench it, delete it."""
+    import time
+
+    from make_data import make_csv
+
+    folder = fresh_dir(work, "csv")
+    try:
+        file = folder / f"generated-{megabytes}mb.csv"
+        began = time.perf_counter()
+        make_csv(file, 42, megabytes)
+        print(f"generated {file.name}: {file.stat().st_size / 2**20:.0f} MiB in "
+              f"{time.perf_counter() - began:.0f} s", flush=True)
+        bench_pairs(file, FLOOR_CSV, runs, work, None, imports=False)
+    finally:
+        remove(folder)
 
 
 if __name__ == "__main__":

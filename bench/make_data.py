@@ -5,8 +5,9 @@
 Writes into OUT (default bench/out/, git-ignored):
 
 - large.parquet: 5,000,000 rows, about 104 MiB (109 MB; like the file of DESIGN section 5);
-- small/part-00000.parquet ... part-00499.parquet: 500 files of 100 rows, each
-  with distinct content (the ledger would skip identical bytes);
+- small/part-00000.parquet ... part-00499.parquet: 500 files of 100 rows and 4
+  columns (id, customer_id, amount, country), each with distinct content (the
+  ledger would skip identical bytes);
 - large.csv: CSV of about --csv-mb MiB (default 2048) of the same columns,
   for the peak-memory check; skipped with --no-csv or --csv-mb 0;
 - messy.csv: large.csv with a bad quantity (`unknown`) and a ragged row every
@@ -108,16 +109,21 @@ def make_large_parquet(path: Path, seed: int, rows: int = LARGE_ROWS) -> None:
             writer.write_batch(make_batch(start, n, seed * 1000 + k * 10))
 
 
+SMALL_COLUMNS = ("id", "customer_id", "amount", "country")
+"""The small files' 4 columns (issue 15: 500 files of 100 rows and 4 columns)."""
+
+
 def make_small_files(
     folder: Path, seed: int, count: int = SMALL_FILES, rows: int = SMALL_ROWS
 ) -> None:
-    """`count` parquet files of `rows` rows, each distinct."""
+    """`count` parquet files of `rows` rows and the 4 `SMALL_COLUMNS`, each distinct."""
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.parquet"):
         old.unlink()
     for i in range(count):
         batch = make_batch(10_000_000 + i * rows, rows, seed * 100_000 + 7919 * (i + 1))
-        pq.write_table(pa.Table.from_batches([batch]), folder / f"part-{i:05d}.parquet")
+        table = pa.Table.from_batches([batch]).select(list(SMALL_COLUMNS))
+        pq.write_table(table, folder / f"part-{i:05d}.parquet")
 
 
 def make_csv(path: Path, seed: int, megabytes: int) -> None:
@@ -205,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         make_small_files(out / "small", args.seed)
         total = sum(p.stat().st_size for p in (out / "small").glob("*.parquet"))
         print(
-            f"small/: {SMALL_FILES} files x {SMALL_ROWS} rows, {total / 1e6:.1f} MB, "
+            f"small/: {SMALL_FILES} files x {SMALL_ROWS} rows x {len(SMALL_COLUMNS)} columns, "
+            f"{total / 1e6:.1f} MB, "
             f"{time.perf_counter() - t:.1f} s"
         )
     if "csv" in wanted:

@@ -101,6 +101,10 @@ def _head(path: Path) -> bytes:
         return f.read(4)
 
 
+_THREADED_READ_ROWS = 65_536
+"""A parquet file read whole decodes on Arrow's thread pool only above this many rows."""
+
+
 class OpenedFile:
     """A local file opened as Arrow batches; closes what it opened (temp files included).
 
@@ -451,7 +455,9 @@ class OpenedFile:
         if self._parquet is not None and self._passthrough:
             # 4x faster than pulling batches through the reader, for a small file
             try:
-                return self._parquet.read()
+                # a few thousand rows decode faster on this thread than handed to Arrow's pool
+                threads = self._parquet.metadata.num_rows > _THREADED_READ_ROWS
+                return self._parquet.read(use_threads=threads)
             except (pa.ArrowException, OSError, ValueError) as exc:
                 raise CorruptFileError(f"{self.name}: parse error: {exc}") from exc
         return pa.Table.from_batches(list(self.batches()), self.schema)

@@ -25,8 +25,9 @@ from ingest_core.errors import ConfigurationError, IngestError, SourceGoneError
 from ingest_core.ledger import BaseLedger, open_ledger
 from ingest_core.pipeline.claim import Claimer
 from ingest_core.pipeline.commit import Committer
-from ingest_core.pipeline.fetch import Fetcher
+from ingest_core.pipeline.fetch import Fetched, Fetcher
 from ingest_core.pipeline.group import GroupPath
+from ingest_core.pipeline.known import KnownFiles
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
@@ -39,6 +40,16 @@ if TYPE_CHECKING:
 
     from ingest_core.delta import DeltaTarget, TableRef
     from ingest_core.delta.group_commit import GroupCommit
+
+CLAIM_GROUP = 100
+"""Small files claimed together, in one ledger write group (`BaseLedger.batch`)."""
+
+
+def _drain(results: list[IngestResult]) -> Iterator[IngestResult]:
+    """Yield and remove every result in `results`."""
+    while results:
+        yield results.pop(0)
+
 
 def owner_token() -> str:
     """A token naming this worker (host, process, random): the owner of its claims."""
@@ -97,6 +108,7 @@ class IdempotentIngestor:
             self.ledger, self.table_key, self.owner, self._keeper, config.max_attempts
         )
         self._fetcher = Fetcher(self._sources, config.stream_bytes)
+        self._known = KnownFiles(self.ledger, self.table_key)
         self._claimer = Claimer(
             self.ledger, self.table_key, self.owner, config, self._keeper, self._settler
         )
@@ -152,7 +164,8 @@ class IdempotentIngestor:
         `batch_files` files or `batch_bytes` of rows, or its first file has
         waited `batch_seconds`; a large file is streamed into a commit of its own.
         In merge mode every file is read whole and merged in a commit of its
-        own, in arrival order.
+        own, in arrival order. A file at the path of a `succeeded` row, with
+        the version that row recorded, is skipped unread (`pipeline.known`).
         """
         run_id = run_id or new_run_id()
         for result in self._ingest(files, run_id):
@@ -163,9 +176,19 @@ class IdempotentIngestor:
         batch: list[Work] = []
         batch_bytes = 0
         claimed_here: dict[str, str] = {}
-        self._check_ledger(run_id)
-        for fetched in self._fetcher.ahead(files):
-            work = self._claimer.claim(fetched, claimed_here, run_id)
+        self._precheck_table()
+        known: list[IngestResult] = []  # skipped by their version, reported as they come
+
+        def unknown() -> Iterator[SourceFile]:
+            for item in self._known.split(files):
+                if isinstance(item, IngestResult):
+                    known.append(item)
+                else:
+                    yield item
+
+        fetched_files = self._fetcher.ahead(unknown())
+        for work in self._claimed(fetched_files, claimed_here, run_id):
+            yield from _drain(known)
             if isinstance(work, IngestResult):
                 yield work
                 continue
@@ -191,7 +214,32 @@ class IdempotentIngestor:
             ):
                 yield from self._committer.commit_batch(batch)
                 batch, batch_bytes = [], 0
+        yield from _drain(known)
         yield from self._committer.commit_batch(batch)
+
+    def _claimed(
+        self, fetched_files: Iterable[Fetched], claimed_here: dict[str, str], run_id: str
+    ) -> Iterator[Work | IngestResult]:
+        """Each fetched file's claim, in order, small files claimed `CLAIM_GROUP` at a time
+        (one ledger write group); a large file is claimed on its own, as it comes. The
+        table is checked (`_check_ledger`) before the first claim."""
+
+        def claim(group: list[Fetched]) -> list[Work | IngestResult]:
+            if group:
+                self._check_ledger(run_id)
+            return self._claimer.claim_many(group, claimed_here, run_id)
+
+        group: list[Fetched] = []
+        for fetched in fetched_files:
+            large = fetched.file.size is not None and fetched.file.size > self.config.stream_bytes
+            if large or len(group) >= CLAIM_GROUP:
+                yield from claim(group)
+                group = []
+            group.append(fetched)
+            if large:
+                yield from claim(group)
+                group = []
+        yield from claim(group)
 
     def ingest_one(self, file: SourceFile, *, run_id: str | None = None) -> IngestResult:
         """Ingest one file, sharing Delta commits with concurrent calls; safe from many threads.
@@ -250,19 +298,36 @@ class IdempotentIngestor:
 
     # -- the table --------------------------------------------------------------------
 
-    def _check_ledger(self, run_id: str) -> None:
-        """Rebuild this table's rows of a lost ledger from the table's lineage (once).
+    def _precheck_table(self) -> None:
+        """Refuse a local table deleted or replaced since the ledger recorded it, before any
+        file is skipped as known, without loading deltalake (`_check_ledger` does the rest
+        before the first claim)."""
+        from ingest_core.pipeline import table_identity
 
-        A ledger holding no row of a table that has rows was deleted or
-        replaced. Where the table's transaction ids expire, the guard alone
-        would let a file older than that window in again: every content the
-        lineage column names is recorded `succeeded` before any claim.
+        table_identity.precheck_local(self.ledger, self.table_key, self.config.table_uri)
+
+    def _check_ledger(self, run_id: str) -> None:
+        """Check the table before the first claim, and rebuild a lost ledger (once).
+
+        The table must be the one the ledger describes and keep transaction
+        ids long enough (`pipeline.table_identity`). A ledger holding no row
+        of a table that has rows was deleted or replaced. Where the table's
+        transaction ids expire, the guard alone would let a file older than
+        that window in again: every content the lineage column names is
+        recorded `succeeded` before any claim.
         """
         with self._ledger_check:
             if self._ledger_checked:
                 return
-            from ingest_core.delta import lineage
             from ingest_core.pipeline import table_identity
+
+            if table_identity.local_table_absent(self.config.table_uri):
+                # no table yet: nothing to recover, and deltalake stays unimported
+                if table_identity.verify(self.ledger, self.table_key, self.config.table_uri, None):
+                    self._committer.on_created = self._record_created
+                self._ledger_checked = True
+                return
+            from ingest_core.delta import lineage
 
             try:
                 with self._committer.lock:
@@ -270,8 +335,9 @@ class IdempotentIngestor:
             except ConfigurationError:  # an unusable table: the first commit says so, per file
                 return
             # a deleted or replaced table, or one forgetting ids too soon: raise, every time
-            table_identity.verify_txn_retention(self.config.table_uri, snapshot,
-                                          self.config.txn_retention)
+            table_identity.verify_txn_retention(
+                self.config.table_uri, snapshot, self.config.txn_retention
+            )
             if table_identity.verify(self.ledger, self.table_key, self.config.table_uri, snapshot):
                 self._committer.on_created = self._record_created
             self._ledger_checked = True

@@ -31,6 +31,7 @@ import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig, local_path
 from ingest_core.errors import ConfigurationError
@@ -39,9 +40,11 @@ from ingest_core.ledger import BaseLedger, open_ledger
 from ingest_core.pipeline.fetch import Fetcher
 from ingest_core.pipeline.settle import result_of
 from ingest_core.results import IngestResult, RunStats
-from ingest_core.routing import UNROUTED_TABLE, Routes, load_routes, routing_path
 from ingest_core.run_ids import new_run_id
 from ingest_core.sources import LocalCopy, SourceFile, Sources
+
+if TYPE_CHECKING:
+    from ingest_core.routing import Routes
 
 OnResult = Callable[[IngestResult], None]
 
@@ -90,6 +93,8 @@ class Session:
     def of(cls, config: IngestConfig) -> Session:
         """The session `config` asks for: its routes (`config.routes`) unless it names a table."""
         if config.routes and not config.table_uri:
+            from ingest_core.routing import load_routes
+
             return cls(config, load_routes(config.routes))
         return cls(config)
 
@@ -138,10 +143,12 @@ class Session:
     def plan(self, files: Iterable[SourceFile]) -> RoutePlan:
         """Each file's table configuration; routed files carry their capture columns."""
         plan = RoutePlan()
+        if self.routes is None:
+            plan.groups[self.config] = list(files)
+            return plan
+        from ingest_core.routing import routing_path
+
         for file in files:
-            if self.routes is None:
-                plan.groups.setdefault(self.config, []).append(file)
-                continue
             found = self.routes.route_for(routing_path(file))
             if found is None:
                 plan.unrouted.append(file)
@@ -235,6 +242,8 @@ class Session:
         The row's key is (`unrouted:`, sha256 of the file). A file that cannot
         be read (deleted since it was listed) has no hash: it is only reported.
         """
+        from ingest_core.routing import UNROUTED_TABLE, routing_path
+
         assert self.routes is not None
         error = (
             f"{file.uri}: no route matches {routing_path(file)!r}; add a route for it to "
@@ -250,7 +259,7 @@ class Session:
             claim = ledger.claim(
                 UNROUTED_TABLE, copy.sha256, path=file.uri, owner=self.owner,
                 lease_seconds=self.config.lease_seconds, max_attempts=1, size=copy.size,
-                source_etag=copy.etag, run_id=run_id,
+                source_etag=copy.recorded_etag, run_id=run_id,
             )
             if claim.outcome == "claimed":
                 ledger.fail(claim.record, error, quarantine=True, run_id=run_id)

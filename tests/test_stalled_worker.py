@@ -43,7 +43,7 @@ BATCHED = {"batch_files": 10, "lease_seconds": LEASE}
 STREAMED = {"stream_bytes": 1, "lease_seconds": LEASE}
 LOST = "in_progress"
 CASES = [  # where the first worker freezes, and what it reports for f0, f1 once it thaws
-    ("after_claim", BATCHED, [LOST, "skipped"]),  # f1 was not claimed yet: done by the rival
+    ("after_claim", BATCHED, [LOST, LOST]),  # small files are claimed as a group: both held
     ("during_write", BATCHED, [LOST, LOST]),
     ("during_write", STREAMED, [LOST, "skipped"]),
     ("during_complete", BATCHED, ["ingested", "ingested"]),  # committed: the rival completed

@@ -61,13 +61,27 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
+ARROW_MEMORY = {
+    "ARROW_DEFAULT_MEMORY_POOL": "jemalloc",
+    "JE_ARROW_MALLOC_CONF": "dirty_decay_ms:100,muzzy_decay_ms:0",
+}
+"""Arrow's allocator for the command line (each unless already set): jemalloc, handing
+freed pages back within 100 ms. With Arrow's default (mimalloc, which keeps them) a
+512 MiB CSV peaked at ~340 MiB and the 104 MiB parquet file at ~265 MiB; with this at
+~290 and ~200 MiB, in the same CPU time (at 0 ms, madvise calls cost ~0.8 s of system
+time on the parquet file)."""
+
+
 def main() -> None:
     """Console-script entry point.
 
+    Sets Arrow's allocator (`ARROW_MEMORY`) before anything imports pyarrow.
     Leaves through `os._exit` after flushing: Arrow's thread pools can abort
     a normally exiting process ("terminate called without an active
     exception", status 134), which would replace the real exit status.
     """
+    for name, value in ARROW_MEMORY.items():
+        os.environ.setdefault(name, value)
     code = run_cli()
     sys.stdout.flush()
     sys.stderr.flush()

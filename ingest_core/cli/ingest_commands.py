@@ -13,7 +13,6 @@ from ingest_core.cli.read_flags import read_flags, with_read_flags
 from ingest_core.config import IngestConfig, from_env, split_names, table_key
 from ingest_core.errors import ConfigurationError
 from ingest_core.ledger import STATUSES, open_ledger
-from ingest_core.ops.lookup import path_matcher
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.run_ids import new_run_id
 
@@ -173,6 +172,8 @@ def status(
     as_json: bool,
 ) -> int:
     """Show ledger rows: path, sha256, status, attempts, rows, delta version, error, times."""
+    from ingest_core.ops.lookup import path_matcher
+
     config = from_env(require_table=False, table_uri=table_uri, ledger_uri=ledger_uri)
     ledger = open_ledger(config.resolved_ledger_uri(), config.storage, read_only=True)
     try:

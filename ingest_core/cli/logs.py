@@ -13,7 +13,6 @@ import sys
 import time
 from typing import Any
 
-from ingest_core.events import redact
 from ingest_core.results import IngestResult
 
 logger = logging.getLogger("ingest_core.cli")
@@ -74,6 +73,8 @@ def configure(verbose: int, quiet: bool, fmt: str, level_name: str | None) -> No
 
 def file_line(result: IngestResult, run_id: str) -> dict[str, Any]:
     """The `ingest_file` fields of one settled file (the Functions app's, with `run_id`)."""
+    from ingest_core.events import redact
+
     line: dict[str, Any] = {
         "event": "ingest_file", "run_id": run_id, "path": redact(result.path),
         "sha256": result.sha256, "status": result.status, "rows": result.rows,
@@ -89,5 +90,6 @@ def file_line(result: IngestResult, run_id: str) -> dict[str, Any]:
 
 def log_file(result: IngestResult, run_id: str) -> None:
     """Log one settled file: INFO when ingested or skipped, else WARNING."""
-    ok = result.status in ("ingested", "skipped")
-    logger.log(logging.INFO if ok else logging.WARNING, json.dumps(file_line(result, run_id)))
+    level = logging.INFO if result.status in ("ingested", "skipped") else logging.WARNING
+    if logger.isEnabledFor(level):  # the line is built only when someone reads it
+        logger.log(level, json.dumps(file_line(result, run_id)))

@@ -11,16 +11,17 @@ import json
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ingest_core import ops
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_records, print_run_id, print_summary, progress
 from ingest_core.config import IngestConfig, from_env
 from ingest_core.errors import ConfigurationError
-from ingest_core.ops.lookup import SHA256_PREFIX, expand_sha256
+
+if TYPE_CHECKING:
+    from ingest_core import ops
 
 Option = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -89,6 +90,7 @@ def replay(
     direct ingests here; files already in the table are skipped, so only what
     is missing is written. eventgrid sends the work to the Functions app.
     """
+    from ingest_core import ops
     if bool(sources) == bool(dead_letter):
         raise click.UsageError("give SOURCE... or --from-dead-letter CONTAINER/PREFIX (one)")
     config = _config(table_uri, ledger_uri, routes=routes_file,
@@ -135,6 +137,7 @@ def sweep(
 
     Decided from the listing and the ledger, without reading the files.
     """
+    from ingest_core import ops
     config = _config(table_uri, ledger_uri, routes=routes_file)
     report = ops.sweep(config, list(sources), _progress(not as_json))
 
@@ -171,6 +174,9 @@ def retry(
     ledger_uri: str | None, as_json: bool,
 ) -> int:
     """Re-drive failed files and files whose worker died, by their recorded path."""
+    from ingest_core import ops
+    from ingest_core.ops.lookup import SHA256_PREFIX, expand_sha256
+
     config = _config(table_uri, ledger_uri)
     if not config.table_uri:
         raise ConfigurationError("no table: pass --table URI or set INGEST_TABLE_URI")
@@ -214,6 +220,7 @@ def quarantine() -> None:
 @json_option
 def quarantine_list(table_uri: str | None, ledger_uri: str | None, as_json: bool) -> int:
     """Show quarantined files with the reason (of --table, else of every table in the ledger)."""
+    from ingest_core import ops
     rows = ops.quarantined(_config(table_uri, ledger_uri))
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows]))
@@ -231,6 +238,9 @@ def quarantine_release(
     sha256: str, table_uri: str | None, ledger_uri: str | None, as_json: bool
 ) -> int:
     """Turn a quarantined file back into failed, with fresh attempts, for `ingest retry`."""
+    from ingest_core import ops
+    from ingest_core.ops.lookup import SHA256_PREFIX, expand_sha256
+
     config = _config(table_uri, ledger_uri)
     if not SHA256_PREFIX.fullmatch(sha256):
         raise click.UsageError(f"{sha256[:80]!r} is not a sha256: give 8 to 64 hex digits")
@@ -272,6 +282,9 @@ def show(target: str, table_uri: str | None, ledger_uri: str | None, as_json: bo
     whether the file's transaction id is in it. Exit status 1 when nothing is
     found or the log and the ledger disagree.
     """
+    from ingest_core import ops
+    from ingest_core.ops.lookup import expand_sha256
+
     config = _config(table_uri, ledger_uri)
     report = ops.show(config, expand_sha256(config, target) or target)
     _emit(as_json, report, lambda: _print_show(report))
@@ -338,6 +351,7 @@ def cleanup(
     are touched; any other file is kept and reported with the reason. The
     ledger is not changed: ingesting the archive again is a skip.
     """
+    from ingest_core import ops
     if bool(archive_to) == delete:
         raise click.UsageError("give --archive-to URI or --delete (one)")
     config = _config(table_uri, ledger_uri, routes=routes_file)

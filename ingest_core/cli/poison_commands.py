@@ -8,19 +8,18 @@ file was ingested or skipped, 1 otherwise, 2 for usage or configuration errors.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
 from ingest_core.cli.output import print_summary, progress
 from ingest_core.config import IngestConfig, StorageConfig, from_env
-from ingest_core.ops.poison import (
-    POISON_QUEUE,
-    PoisonMessage,
-    list_poison,
-    replay_poison,
-)
+
+if TYPE_CHECKING:
+    from ingest_core.ops.poison import PoisonMessage
+
+POISON_QUEUE = IngestConfig.poison_queue
 
 
 def _config(connection: str | None, **more: Any) -> IngestConfig:
@@ -70,6 +69,8 @@ def list_command(connection: str | None, queue: str | None, as_json: bool) -> in
 
     Changes nothing: a peek does not hide or count a message.
     """
+    from ingest_core.ops.poison import list_poison
+
     report = list_poison(_config(connection), queue)
     if as_json:
         click.echo(json.dumps(report.to_dict(), default=str))
@@ -110,6 +111,8 @@ def replay_command(
     the file failed, the blob is gone (unless --drop-gone), or the message
     could not be decoded. Exit 0 only when every file was ingested or skipped.
     """
+    from ingest_core.ops.poison import replay_poison
+
     config = _config(connection, table_uri=table_uri, ledger_uri=ledger_uri,
                      routes=routes_file)
     report = replay_poison(

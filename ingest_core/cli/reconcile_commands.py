@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import click
 
-from ingest_core import ops
 from ingest_core.cli.app import cli
 from ingest_core.cli.ops_commands import (
     _config,
@@ -43,6 +42,8 @@ def reconcile(
     deleted or replaced while the ledger lived on. Read from the table's
     lineage column in one scan. --apply reopens them and ingests them again.
     """
+    from ingest_core import ops
+
     config = _config(table_uri, ledger_uri, routes=routes_file)
     report = ops.reconcile(config, apply=apply, progress=_progress(not as_json))
 

@@ -9,7 +9,6 @@ import click
 from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, EXIT_USAGE, cli
 from ingest_core.config import from_env
 from ingest_core.errors import ConfigurationError
-from ingest_core.routing import check_routes, load_routes, read_routes_file, routing_path
 from ingest_core.sources import SourceFile
 
 
@@ -27,6 +26,8 @@ def check(file: str, as_json: bool) -> int:
     Each problem is printed as FILE:LINE: message. Exit status 0 when the file
     is valid, 2 when it is not.
     """
+    from ingest_core.routing import check_routes, read_routes_file
+
     found, problems = check_routes(read_routes_file(file), file)
     if as_json:
         click.echo(json.dumps({
@@ -58,6 +59,8 @@ def explain(path: str, routes_file: str | None, as_json: bool) -> int:
     or a blob URL (matched as container/blob-name). Exit status 0 when a route
     matches, 1 when the file would be unrouted.
     """
+    from ingest_core.routing import load_routes, routing_path
+
     config = from_env(require_table=False, routes=routes_file)
     if not config.routes:
         raise ConfigurationError("no routes: pass --routes FILE or set INGEST_ROUTES")

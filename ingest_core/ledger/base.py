@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -193,6 +194,26 @@ class BaseLedger(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most back ends hold nothing
         """Release connections."""
 
+    def batch(self) -> AbstractContextManager[object]:
+        """Group the writes made inside it: a back end may commit them together.
+
+        SQLite runs them as one transaction (one commit for many claims or
+        completions); the default groups nothing, each write stands alone.
+        Conditions hold as they do one by one. Nothing inside may wait on
+        another worker: the group may hold the ledger's write lock.
+        """
+        return nullcontext()
+
+    def succeeded_at(self, table: str, paths: Sequence[str]) -> list[FileRecord]:
+        """`succeeded` rows of `table` whose own `path` is one of `paths` (seen paths aside).
+
+        What a rerun needs to skip files by the version their row recorded,
+        without reading them. The default finds none (every file is then
+        hashed and claimed); a back end that can answer in one query for many
+        paths overrides it.
+        """
+        return []
+
     # -- the protocol -------------------------------------------------------
 
     def now(self) -> datetime:
@@ -348,7 +369,7 @@ class BaseLedger(ABC):
         if existing.status == PROCESSING and existing.owner == owner:
             return Claim("claimed", existing)
         if existing.status == SUCCEEDED:
-            return Claim("done", self._note_sighting(existing, fresh.path))
+            return Claim("done", self._note_sighting(existing, fresh.path, fresh.source_etag))
         if existing.status == QUARANTINED:
             return Claim("quarantined", self._note_sighting(existing, fresh.path))
         if existing.lease_live(now):
@@ -392,13 +413,29 @@ class BaseLedger(ABC):
         if record is not None:
             self._note_sighting(record, path)
 
-    def _note_sighting(self, record: FileRecord, path: str) -> FileRecord:
-        """Remember that this content was also seen under `path` (best effort)."""
-        if path == record.path or path in record.seen_paths:
+    def _note_sighting(
+        self, record: FileRecord, path: str, source_etag: str | None = None
+    ) -> FileRecord:
+        """Remember that this content was also seen under `path` (best effort).
+
+        Seen again at the row's own path under another version (`source_etag`:
+        the same bytes rewritten, or a local file whose identity was racy when
+        recorded), the row records that version, which the bytes just hashed
+        prove: the next run may skip the file by it (`succeeded_at`).
+        """
+        if path == record.path:
+            from ingest_core.sources.identity import newer_proof
+
+            if not newer_proof(record.source_etag, source_etag):
+                return record
+            changed = dataclasses.replace(record, source_etag=source_etag)
+        elif path in record.seen_paths:
             return record
-        seen = [*record.seen_paths, path][-MAX_SEEN_PATHS:]
+        else:
+            seen = [*record.seen_paths, path][-MAX_SEEN_PATHS:]
+            changed = dataclasses.replace(record, seen_paths=seen)
         try:
-            return self._replace(dataclasses.replace(record, seen_paths=seen), record)
+            return self._replace(changed, record)
         except LedgerConflictError:
             return record  # a concurrent change won; the sighting is a courtesy, not state
 

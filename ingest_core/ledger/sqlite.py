@@ -18,12 +18,13 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ingest_core.errors import LedgerConflictError, LedgerNotFoundError, LedgerUnavailableError
-from ingest_core.ledger.base import BaseLedger, FileRecord, Where
+from ingest_core.ledger.base import SUCCEEDED, BaseLedger, FileRecord, Where
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -288,22 +289,71 @@ class SqliteLedger(BaseLedger):
         )
         return self._record(row) if row else None
 
-    def _insert(self, record: FileRecord) -> FileRecord:
-        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """One transaction for every write inside (`BEGIN IMMEDIATE` ... `COMMIT`).
+
+        Rolled back whole if anything inside raises. Nested, the inner one
+        joins the outer. Per thread, like the connection.
+        """
         conn = self._conn()
+        if getattr(self._local, "batch", False):
+            yield
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        self._local.batch = True
+        try:
+            yield
+        except BaseException:
+            self._local.batch = False
+            conn.execute("ROLLBACK")
+            raise
+        self._local.batch = False
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """A write's transaction, or none inside a `batch` (each statement is atomic on its
+        own; a failure propagates and rolls the batch back)."""
+        if getattr(self._local, "batch", False):
+            yield
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(
-                f"INSERT INTO files ({_COLUMNS}) VALUES ({placeholders})", self._values(record, 1)
-            )
-            self._add_paths(conn, record)
-            conn.execute("COMMIT")
-        except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
-            raise LedgerConflictError(f"{record.sha256} already claimed in {record.table}") from exc
+            yield
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        conn.execute("COMMIT")
+
+    def succeeded_at(self, table: str, paths: Sequence[str]) -> list[FileRecord]:
+        """`succeeded` rows of `table` whose `path` is one of `paths`: one indexed query
+        per 500 paths."""
+        rows: list[FileRecord] = []
+        unique = list(dict.fromkeys(paths))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = (
+                f"SELECT {self._read_columns} FROM files WHERE path IN ({marks}) "
+                "AND target_table = ? AND status = ?"
+            )
+            cursor = self._conn().execute(sql, (*chunk, table, SUCCEEDED))
+            rows.extend(self._record(row) for row in cursor)
+        return rows
+
+    def _insert(self, record: FileRecord) -> FileRecord:
+        placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
+        conn = self._conn()
+        try:
+            with self._write(conn):
+                conn.execute(
+                    f"INSERT INTO files ({_COLUMNS}) VALUES ({placeholders})",
+                    self._values(record, 1),
+                )
+                self._add_paths(conn, record)
+        except sqlite3.IntegrityError as exc:
+            raise LedgerConflictError(f"{record.sha256} already claimed in {record.table}") from exc
         return dataclasses.replace(record, etag="1")
 
     @staticmethod
@@ -326,8 +376,7 @@ class SqliteLedger(BaseLedger):
         values = self._values(record, new_version)
         assignments = ", ".join(f"{name.strip()} = ?" for name in _COLUMNS.split(",")[2:])
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write(conn):
             cursor = conn.execute(
                 f"UPDATE files SET {assignments} "
                 "WHERE target_table = ? AND sha256 = ? AND version = ?",
@@ -335,10 +384,6 @@ class SqliteLedger(BaseLedger):
             )
             if cursor.rowcount == 1:
                 self._add_paths(conn, record, previous)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         if cursor.rowcount != 1:
             raise LedgerConflictError(f"{record.sha256} in {record.table} changed since read")
         return dataclasses.replace(record, etag=str(new_version))

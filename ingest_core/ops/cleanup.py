@@ -36,7 +36,13 @@ from ingest_core.events import redact
 from ingest_core.ledger import SUCCEEDED, BaseLedger, FileRecord, open_ledger
 from ingest_core.ops.common import list_files
 from ingest_core.sources import SourceFile
-from ingest_core.sources.identity import bare_etag, local_identity, path_key, same_version
+from ingest_core.sources.identity import (
+    bare_etag,
+    identity_matches,
+    local_identity,
+    path_key,
+    same_version,
+)
 
 if TYPE_CHECKING:
     from azure.storage.blob import BlobClient
@@ -277,7 +283,7 @@ def _check_local(file: SourceFile, row: FileRecord) -> Path:
         now = local_identity(path)
     except FileNotFoundError:
         raise _Kept("gone before it could be cleaned up") from None
-    if now != row.source_etag:
+    if not identity_matches(row.source_etag, now):
         raise _Kept(CHANGED)
     return path
 

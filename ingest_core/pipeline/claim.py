@@ -15,6 +15,7 @@ from ingest_core.ledger import BaseLedger
 from ingest_core.pipeline.fetch import Fetched
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.work import Work
+from ingest_core.sources import LocalCopy
 
 if TYPE_CHECKING:
     from ingest_core.pipeline.settle import Settler
@@ -47,8 +48,41 @@ class Claimer:
         """
         if isinstance(fetched.copy, Exception):
             return self._settler.unread(fetched, fetched.copy, run_id)
-        copy = fetched.copy
         crash_point("after_hash")
+        work = self._claim(fetched, fetched.copy, claimed_here, run_id, expect_new=expect_new)
+        if isinstance(work, Work):
+            self._keeper.hold(work.record)
+            crash_point("after_claim")
+        return work
+
+    def claim_many(
+        self, fetched: list[Fetched], claimed_here: dict[str, str], run_id: str | None = None
+    ) -> list[Work | IngestResult]:
+        """`claim` for each file, in order, the ledger's writes grouped (`BaseLedger.batch`:
+        one SQLite transaction). Leases are held, and the crash points fire, once the
+        group is written: a worker never stops while it holds the ledger's write lock."""
+        if len(fetched) <= 1:
+            return [self.claim(f, claimed_here, run_id) for f in fetched]
+        if any(not isinstance(f.copy, Exception) for f in fetched):
+            crash_point("after_hash")
+        with self._ledger.batch():
+            works = [
+                self._settler.unread(f, f.copy, run_id) if isinstance(f.copy, Exception)
+                else self._claim(f, f.copy, claimed_here, run_id)
+                for f in fetched
+            ]
+        for work in works:
+            if isinstance(work, Work):
+                self._keeper.hold(work.record)
+        if any(isinstance(work, Work) for work in works):
+            crash_point("after_claim")
+        return works
+
+    def _claim(
+        self, fetched: Fetched, copy: LocalCopy, claimed_here: dict[str, str],
+        run_id: str | None, *, expect_new: bool = False,
+    ) -> Work | IngestResult:
+        """The ledger's claim of one read file; the lease is not held yet."""
         if copy.sha256 in claimed_here:
             return self._settler.seen_in_run(fetched, copy, claimed_here[copy.sha256])
         claim = self._ledger.claim(
@@ -59,14 +93,12 @@ class Claimer:
             lease_seconds=self._config.lease_seconds,
             max_attempts=self._config.max_attempts,
             size=copy.size,
-            source_etag=copy.etag,
+            source_etag=copy.recorded_etag,
             run_id=run_id,
             expect_new=expect_new,
         )
         if claim.outcome != "claimed":
             return self._settler.not_claimed(fetched, copy, claim)
         claimed_here[copy.sha256] = fetched.file.uri
-        self._keeper.hold(claim.record)
-        crash_point("after_claim")
         return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started,
                     run_id=run_id)

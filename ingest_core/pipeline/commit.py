@@ -210,8 +210,9 @@ class Committer:
             (_entry(w, t.num_rows), t) for w, t in conformed.ready
         ]
         version = writer.write(self.target, snapshot, entries)
-        for work, table in conformed.ready:
-            yield self._settler.ingested(work, version, table.num_rows)
+        yield from self._settler.ingested_many(
+            [(work, version, table.num_rows) for work, table in conformed.ready]
+        )
 
     def _write_merge(
         self, snapshot: Any, stored: pa.Schema | None, schema: pa.Schema, work: Work,

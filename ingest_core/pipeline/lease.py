@@ -49,14 +49,16 @@ class LeaseKeeper:
             return lost
 
     def _renew(self, sha256s: list[str]) -> None:
-        for sha in sha256s:
-            record = self._held.get(sha)
-            if record is None or sha in self._lost:
-                continue
-            try:
-                self._held[sha] = self._ledger.renew(record, self._lease_seconds)
-            except LeaseLostError:
-                self._lost.add(sha)
+        """Renew each held row, the writes grouped (`BaseLedger.batch`)."""
+        with self._ledger.batch():
+            for sha in sha256s:
+                record = self._held.get(sha)
+                if record is None or sha in self._lost:
+                    continue
+                try:
+                    self._held[sha] = self._ledger.renew(record, self._lease_seconds)
+                except LeaseLostError:
+                    self._lost.add(sha)
 
     def _run(self) -> None:
         while not self._stop.wait(self._lease_seconds / 3):

@@ -132,8 +132,12 @@ class Reader:
             schema = file_schema
             work.rescued_rows = rescued_rows(conformed)
             ready.append((work, conformed))
-        if schema is not None:
-            ready = [(w, _conformed(t, schema, w.file.uri, rules)) for w, t in ready]
+        if schema is not None:  # the schema may have grown since a file was conformed
+            ready = [
+                (w, t if t.schema.equals(schema, check_metadata=True)
+                 else _conformed(t, schema, w.file.uri, rules))
+                for w, t in ready
+            ]
         return Conformed(schema=schema, ready=ready, refused=refused, empty=empty)
 
     def stream(

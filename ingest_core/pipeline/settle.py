@@ -12,7 +12,7 @@ from typing import Any
 
 from ingest_core.errors import IngestError, LeaseLostError, SourceChangedError
 from ingest_core.faults import crash_point
-from ingest_core.ledger import SUCCEEDED, BaseLedger, Claim
+from ingest_core.ledger import SUCCEEDED, BaseLedger, Claim, FileRecord
 from ingest_core.pipeline.fetch import Fetched
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.work import Work
@@ -85,9 +85,31 @@ class Settler:
 
     def ingested(self, work: Work, version: int | None, rows: int | None) -> IngestResult:
         """The content is in the table (committed by us or found there): `succeeded`."""
-        record = self._keeper.release(work.sha256)
-        crash_point("during_complete")
-        row = self._ledger.complete(record, delta_version=version, rows=rows, run_id=work.run_id)
+        return self.ingested_many([(work, version, rows)])[0]
+
+    def ingested_many(
+        self, done: list[tuple[Work, int | None, int | None]]
+    ) -> list[IngestResult]:
+        """`ingested` for each (work, version, rows), the completions written as one group
+        (`BaseLedger.batch`: one SQLite transaction)."""
+        records = [self._keeper.release(work.sha256) for work, _, _ in done]
+        if done:
+            crash_point("during_complete")
+        with self._ledger.batch():
+            rows = [
+                self._ledger.complete(
+                    record, delta_version=version, rows=count, run_id=work.run_id
+                )
+                for record, (work, version, count) in zip(records, done, strict=True)
+            ]
+        return [
+            self._ingested(work, version, count, row)
+            for row, (work, version, count) in zip(rows, done, strict=True)
+        ]
+
+    def _ingested(
+        self, work: Work, version: int | None, rows: int | None, row: FileRecord
+    ) -> IngestResult:
         self._done_with(work)
         if row.status == SUCCEEDED and row.owner is None:
             version, rows = row.delta_version, row.rows

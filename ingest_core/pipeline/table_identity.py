@@ -1,6 +1,7 @@
 """Which Delta table a ledger describes, and whether that table still keeps our ids.
 
-Checked once per ingestor, before any claim:
+Checked once per ingestor, before any claim (and, for a local table, before
+a rerun skips any file as known: `precheck_local`, without deltalake):
 
 - the table's id (`metaData.id`) against the one the ledger recorded for the
   table key: a table deleted (the ledger holds committed rows, the table is
@@ -15,8 +16,11 @@ Checked once per ingestor, before any claim:
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ingest_core.config import is_local, local_path
 from ingest_core.errors import TableIdentityError
 from ingest_core.ledger import SUCCEEDED, BaseLedger
 
@@ -55,11 +59,7 @@ def verify(ledger: BaseLedger, table: str, uri: str, snapshot: DeltaTable | None
     recorded = ledger.table_identity(table)
     if snapshot is None:
         if recorded is not None or committed_rows(ledger, table):
-            raise TableIdentityError(
-                f"table {uri} is gone, but the ledger records files committed to it"
-                f"{f' (Delta table id {recorded})' if recorded else ''}: every one would be "
-                f"skipped and the new table would stay without them; {fix_hint(uri)}"
-            )
+            raise _gone(uri, recorded)
         return True
     current = table_id(snapshot)
     if recorded is None:
@@ -75,12 +75,65 @@ def verify(ledger: BaseLedger, table: str, uri: str, snapshot: DeltaTable | None
             )
         ledger.record_table_identity(table, current)
     elif recorded != current:
-        raise TableIdentityError(
-            f"table {uri} was replaced: its Delta table id is {current}, the ledger describes "
-            f"{recorded}; the files the ledger records as ingested are not in it; "
-            f"{fix_hint(uri)}"
-        )
+        raise _replaced(uri, current, recorded)
     return False
+
+
+def local_table_absent(uri: str) -> bool:
+    """Whether `uri` is a local folder without a Delta log (no table yet, or deleted)."""
+    return is_local(uri) and not (local_path(uri) / "_delta_log").is_dir()
+
+
+def precheck_local(ledger: BaseLedger, table: str, uri: str) -> None:
+    """`verify` for a local table from its log's first entry, without deltalake.
+
+    Catches a table deleted, or replaced by one whose first commit names
+    another id, before a rerun skips files as known. Decides nothing when the
+    table is remote or its first log entry is gone (log clean-up): `verify`
+    then runs before the first claim, as for every run.
+
+    Raises:
+        TableIdentityError: the table was deleted or replaced while the ledger lived on.
+    """
+    if not is_local(uri):
+        return
+    if local_table_absent(uri):
+        verify(ledger, table, uri, None)
+        return
+    recorded = ledger.table_identity(table)
+    current = _first_metadata_id(local_path(uri) / "_delta_log" / f"{0:020d}.json")
+    if recorded is not None and current is not None and current != recorded:
+        raise _replaced(uri, current, recorded)
+
+
+def _first_metadata_id(first_entry: Path) -> str | None:
+    """The table id in a log entry's `metaData` action (None: no such entry or action)."""
+    try:
+        with first_entry.open("rb") as lines:
+            for line in lines:
+                action = json.loads(line) if line.strip() else {}
+                if "metaData" in action:
+                    found: str | None = action["metaData"].get("id")
+                    return found
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _gone(uri: str, recorded: str | None) -> TableIdentityError:
+    return TableIdentityError(
+        f"table {uri} is gone, but the ledger records files committed to it"
+        f"{f' (Delta table id {recorded})' if recorded else ''}: every one would be "
+        f"skipped and the new table would stay without them; {fix_hint(uri)}"
+    )
+
+
+def _replaced(uri: str, current: str, recorded: str) -> TableIdentityError:
+    return TableIdentityError(
+        f"table {uri} was replaced: its Delta table id is {current}, the ledger describes "
+        f"{recorded}; the files the ledger records as ingested are not in it; "
+        f"{fix_hint(uri)}"
+    )
 
 
 def record_created(ledger: BaseLedger, table: str, snapshot: DeltaTable | None) -> bool:

@@ -40,6 +40,15 @@ class LocalCopy:
     etag: str | None
     temporary: bool
     """True when `path` is a spool file this process owns and must delete."""
+    seen_ns: int | None = None
+    """A local file: `time.time_ns()` just before `etag` (its identity) was read."""
+
+    @property
+    def recorded_etag(self) -> str | None:
+        """The version a ledger row records for this copy (`identity.recorded_version`)."""
+        from ingest_core.sources.identity import recorded_version
+
+        return recorded_version(self.etag, self.seen_ns)
 
     def discard(self) -> None:
         """Delete the spool file, if this copy is one."""

@@ -3,12 +3,14 @@
 Local files are hashed in place instead of being spooled: a copy would only
 read the same local bytes twice. What the spool guards against (bytes changing
 between hash and parse) is checked instead by comparing the file's identity
-(size, mtime in ns, inode) before hashing and after parsing.
+(size, mtime, inode, ctime, device: `identity.local_identity`) before
+hashing and after parsing.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +54,46 @@ def _refuse_inside_a_table(root: str, base: Path) -> None:
             )
 
 
+def _walk(folder: Path, relative: str) -> Iterator[SourceFile]:
+    """The files of `folder` (sorted), then those of its subfolders, each in turn (sorted).
+
+    As `os.walk` would, with one `scandir` a folder: a folder reached through a
+    link is not entered, and a file that is not a link is named by the folder's
+    resolved path (one `resolve` a folder, not one a file).
+    """
+    try:
+        with os.scandir(folder) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
+    except OSError:
+        return
+    resolved: Path | None = None
+    folders = []
+    for entry in entries:
+        if is_hidden(entry.name):
+            continue
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            folders.append(entry)
+            continue
+        if entry.name.endswith(LEDGER_SUFFIXES):
+            continue
+        path = Path(entry.path)
+        if entry.is_symlink():
+            uri = _absolute(path)
+        else:
+            resolved = resolved or _absolute(folder)
+            uri = resolved / entry.name
+        yield SourceFile(uri=str(uri), relative=relative + entry.name, size=_size(path))
+    for entry in folders:
+        sub = Path(entry.path)
+        if entry.is_symlink() or (sub / "_delta_log").is_dir():
+            continue
+        yield from _walk(sub, f"{relative}{entry.name}/")
+
+
 class LocalSource:
     """Files in a local folder tree (hidden `.x` and `_x` entries are skipped)."""
 
@@ -70,25 +112,13 @@ class LocalSource:
             return
         if not base.is_dir():
             raise FileNotFoundError(f"source {root!r} is neither a file nor a folder")
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(
-                d for d in dirnames
-                if not is_hidden(d) and not (Path(dirpath) / d / "_delta_log").is_dir()
-            )
-            for name in sorted(filenames):
-                if is_hidden(name) or name.endswith(LEDGER_SUFFIXES):
-                    continue
-                path = Path(dirpath) / name
-                yield SourceFile(
-                    uri=str(_absolute(path)),
-                    relative=path.relative_to(base).as_posix(),
-                    size=_size(path),
-                )
+        yield from _walk(base, "")
 
     def fetch(self, file: SourceFile, spool_dir: Path) -> LocalCopy:
         """Hash the file where it lies."""
         path = Path(file.uri)
         try:
+            seen = time.time_ns()
             before = local_identity(path)
             sha256, size = file_sha256(str(path))
             if local_identity(path) != before:
@@ -97,7 +127,9 @@ class LocalSource:
             raise SourceGoneError(
                 f"{file.uri} disappeared before it could be read; nothing to ingest"
             ) from exc
-        return LocalCopy(path=path, sha256=sha256, size=size, etag=before, temporary=False)
+        return LocalCopy(
+            path=path, sha256=sha256, size=size, etag=before, temporary=False, seen_ns=seen
+        )
 
     def verify(self, file: SourceFile, copy: LocalCopy) -> None:
         """Refuse the data if the file was replaced or rewritten since it was hashed."""
