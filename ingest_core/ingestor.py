@@ -11,14 +11,12 @@ run that only skips stays cheap.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ingest_core import owners
 from ingest_core.config import IngestConfig, is_local, local_path, table_key
 from ingest_core.delta.folder import check_table_uri
 from ingest_core.errors import ConfigurationError, IngestError, SourceGoneError
@@ -40,8 +38,8 @@ if TYPE_CHECKING:
     from ingest_core.delta.group_commit import GroupCommit
 
 def owner_token() -> str:
-    """A token naming this worker (host, process, random): the owner of its claims."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A token naming this worker (host, process, start marker): the owner of its claims."""
+    return owners.owner_token()
 
 
 class IdempotentIngestor:
@@ -208,6 +206,14 @@ class IdempotentIngestor:
                 return self._committer.failed(work, exc)
             finally:
                 work.copy.discard()
+
+    def give_back_claims(self, reason: str) -> int:
+        """Give back every claim this ingestor holds, attempts not counted; return how many.
+
+        For a run interrupted (SIGINT, SIGTERM) between claim and settle: its
+        files are claimable at once by the next run, as if never claimed.
+        """
+        return self._settler.give_back_held(reason)
 
     @property
     def merging(self) -> bool:

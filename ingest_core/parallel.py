@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -24,7 +27,15 @@ def _ingest_chunk(files: list[SourceFile]) -> list[IngestResult]:
     from ingest_core.ingestor import IdempotentIngestor
 
     assert isinstance(_worker, IdempotentIngestor)
-    return _worker.run(files).files
+    try:
+        return _worker.run(files).files
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent passes a second one on
+        _worker.give_back_claims(
+            "the run was interrupted (SIGINT/SIGTERM) before this file settled; "
+            "the next run takes it at once"
+        )
+        raise
 
 
 def run_parallel(
@@ -43,9 +54,19 @@ def run_parallel(
         futures = [
             pool.submit(_ingest_chunk, files[i : i + chunk]) for i in range(0, len(files), chunk)
         ]
-        for future in as_completed(futures):
-            for result in future.result():
-                stats.add(result)
-                if on_result is not None:
-                    on_result(result)
+        try:
+            for future in as_completed(futures):
+                for result in future.result():
+                    stats.add(result)
+                    if on_result is not None:
+                        on_result(result)
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the workers too; a SIGTERM to this process alone is passed on,
+            # so each worker gives its claims back before it stops.
+            for future in futures:
+                future.cancel()
+            for process in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGINT)
+            raise
     return stats

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 
 import click
 
-from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
+from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_INTERRUPTED, EXIT_OK, cli
 from ingest_core.cli.logs import log_file, new_run_id
 from ingest_core.cli.output import print_records, print_summary, progress
 from ingest_core.cli.read_flags import read_flags, with_read_flags
@@ -108,7 +112,17 @@ def run(
     if dry_run:
         return _dry_run(config, list(sources), as_json)
     run_id = new_run_id()
-    stats = ingest_sources(config, list(sources), show_progress=not as_json, run_id=run_id)
+    try:
+        with _terminate_as_interrupt():
+            stats = ingest_sources(config, list(sources), show_progress=not as_json,
+                                   run_id=run_id)
+    except RunInterrupted as stop:
+        if as_json:
+            click.echo(json.dumps({**stop.stats.to_dict(), "run_id": run_id, "interrupted": True,
+                                   "given_back": stop.given_back}))
+        click.echo(stop.summary(), err=True)
+        click.echo(f"run id: {run_id}", err=True)
+        return EXIT_INTERRUPTED
     if as_json:
         click.echo(json.dumps({**stats.to_dict(), "run_id": run_id}))
     else:
@@ -146,15 +160,63 @@ def ingest_sources(
             files = session.list_sources(sources)
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
-        with progress(len(files), show_progress) as advance:
-            if run_id is None:
-                return session.run(files, advance)
+        done = RunStats()
+        try:
+            with progress(len(files), show_progress) as advance:
 
-            def settled(result: IngestResult) -> None:
-                log_file(result, run_id)
-                advance(result)
+                def settled(result: IngestResult) -> None:
+                    done.add(result)
+                    if run_id is not None:
+                        log_file(result, run_id)
+                    advance(result)
 
-            return session.run(files, settled)
+                return session.run(files, settled)
+        except KeyboardInterrupt:
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
+            try:
+                given_back = session.give_back_claims(
+                    "the run was interrupted (SIGINT/SIGTERM) before this file settled; "
+                    "the next run takes it at once"
+                )
+            finally:
+                signal.signal(signal.SIGINT, previous)
+            raise RunInterrupted(done, given_back, len(files)) from None
+
+
+class RunInterrupted(Exception):
+    """`ingest run` stopped by SIGINT or SIGTERM; its held claims were given back."""
+
+    def __init__(self, stats: RunStats, given_back: int, listed: int) -> None:
+        super().__init__("interrupted")
+        self.stats = stats
+        self.given_back = given_back
+        self.listed = listed
+
+    def summary(self) -> str:
+        """One line: what settled before the interrupt, and what was given back."""
+        counts = ", ".join(f"{n} {status}" for status, n in self.stats.counts.items() if n)
+        return (
+            f"ingest: interrupted after {len(self.stats.files)} of {self.listed} files settled "
+            f"({counts or 'none'}; {self.stats.rows} rows written); {self.given_back} claimed "
+            "files given back, no attempt counted: run the same command again to finish"
+        )
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM interrupts like Ctrl-C (KeyboardInterrupt), so claims are given back."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @cli.command()

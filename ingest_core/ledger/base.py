@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from ingest_core.errors import LeaseLostError, LedgerConflictError
+from ingest_core.owners import owner_gone
 
 PROCESSING = "processing"
 SUCCEEDED = "succeeded"
@@ -62,8 +63,15 @@ class FileRecord:
     """The row's version in the store; conditional writes compare it."""
 
     def lease_live(self, now: datetime) -> bool:
-        """Whether a `processing` row is still held by its owner at `now`."""
-        return self.status == PROCESSING and self.lease_until is not None and self.lease_until > now
+        """Whether a `processing` row is still held by its owner at `now`.
+
+        A lease whose owner is known dead (a process of this host that is gone,
+        `owners.owner_gone`) is not live, however long it had to run.
+        """
+        return (
+            self.status == PROCESSING and self.lease_until is not None
+            and self.lease_until > now and not owner_gone(self.owner)
+        )
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (times as ISO 8601, no store version)."""
@@ -443,6 +451,23 @@ class BaseLedger(ABC):
             )
 
         return self._write_as_owner(record, failed) or self._get_or(record, failed)
+
+    def give_back(self, record: FileRecord, reason: str) -> FileRecord | None:
+        """Return a claim this worker owns unused: `failed`, no lease, this attempt not counted.
+
+        For an interrupted run or an environment error (nothing was wrong with
+        the file): the next claim takes the row at once, and its attempt count
+        ends where it was before this claim. None when the row is no longer ours.
+        """
+
+        def returned(row: FileRecord) -> FileRecord:
+            return dataclasses.replace(
+                row, status=FAILED, owner=None, lease_until=None,
+                attempt=max(row.attempt - 1, 0), error=bound_error(reason),
+                updated_at=self.now(),
+            )
+
+        return self._write_as_owner(record, returned)
 
     def _get_or(self, record: FileRecord, change: Callable[[FileRecord], FileRecord]) -> FileRecord:
         """The row as another owner left it (or, if gone, what we meant to write)."""

@@ -94,9 +94,20 @@ class Settler:
                             bad_rows=len(work.bad_rows) if work.rescued_rows is not None else None)
 
     def give_back(self, work: Work, reason: str) -> None:
-        """Return the claim as `failed` (the next run takes it) when the run cannot go on."""
+        """Return the claim as `failed`, this attempt not counted, when the run cannot go on.
+
+        The file is not at fault (no table, an interrupted run): the next run
+        takes it at once and its attempt count is as it was before this claim.
+        """
         self._done_with(work)
-        self._ledger.fail(self._keeper.release(work.sha256), reason)
+        self._ledger.give_back(self._keeper.release(work.sha256), reason)
+
+    def give_back_held(self, reason: str) -> int:
+        """Give back every claim still held (an interrupted run); return how many."""
+        held = self._keeper.release_all()
+        for record in held:
+            self._ledger.give_back(record, reason)
+        return len(held)
 
     def lost(self, work: Work) -> IngestResult:
         """Another worker took the lease over: it finishes the file."""
