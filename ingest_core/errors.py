@@ -23,6 +23,14 @@ class LedgerUnavailableError(IngestError):
     """The ledger cannot be opened or reached."""
 
 
+class StorageRefusedError(ConfigurationError):
+    """The table's storage refuses every write (read-only, permission denied, no container).
+
+    An environment problem, not the file's: no attempt is counted, the claims
+    are given back and the run stops (exit 2) with one line naming the fix.
+    """
+
+
 class LedgerNotFoundError(ConfigurationError):
     """A read-only command was pointed at a ledger that does not exist; nothing was created."""
 

@@ -181,6 +181,9 @@ def ingest_sources(
             finally:
                 signal.signal(signal.SIGINT, previous)
             raise RunInterrupted(done, given_back, len(files)) from None
+        except ConfigurationError as exc:  # the table or ledger refuses: the files are not at fault
+            session.give_back_claims(f"the run stopped: {exc}")
+            raise
 
 
 class RunInterrupted(Exception):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest_core.config import IngestConfig
-from ingest_core.errors import ConfigurationError, IngestError
+from ingest_core.errors import ConfigurationError, IngestError, StorageRefusedError
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
@@ -88,6 +88,7 @@ class Committer:
                 yield from self._write_batch(batch)
                 return
             except Exception as exc:
+                self._stop_if_refused(batch, exc)
                 last_error = exc
                 if not self._retry_commit(exc):
                     break
@@ -115,6 +116,7 @@ class Committer:
                 last_error = exc
                 break
             except Exception as exc:
+                self._stop_if_refused([work], exc)
                 last_error = exc
                 if not self._retry_commit(exc):
                     break
@@ -281,10 +283,38 @@ class Committer:
         self.target.forget()
         return is_commit_conflict(exc)
 
+    def _stop_if_refused(self, works: list[Work], exc: Exception) -> None:
+        """Give the claims back and stop the run when the table's storage refuses writes.
+
+        Raises StorageRefusedError (exit 2) naming the table, what is wrong and
+        the fix; the files count no attempt, so good files are never quarantined
+        for a read-only folder or a missing grant.
+        """
+        from ingest_core.delta.errors import storage_refusal
+
+        if isinstance(exc, IngestError):
+            return
+        refusal = storage_refusal(exc)
+        if refusal is None:
+            return
+        what, fix = refusal
+        message = (
+            f"cannot write the table {self.config.table_uri}: {what}; {fix}. "
+            f"No attempt was counted: run again once fixed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''})"
+        )
+        for work in works:
+            try:
+                self._settler.give_back(work, message)
+            except KeyError:
+                continue  # settled meanwhile
+        raise StorageRefusedError(message) from None
+
     def failed(self, work: Work, exc: Exception) -> IngestResult:
         """Settle a file whose write failed (a delta-rs schema refusal is not retried)."""
         from ingest_core.delta.errors import is_schema_error
 
+        self._stop_if_refused([work], exc)
         retryable = False if not isinstance(exc, IngestError) and is_schema_error(exc) else None
         return self._settler.error(work, exc, retryable=retryable)
 
