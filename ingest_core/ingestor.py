@@ -96,6 +96,7 @@ class IdempotentIngestor:
         )
         self._reader = Reader(config, self._sources)
         self._committer = Committer(config, self._reader, self._settler, self._keeper)
+        self._claimer.last_look = self._committer.last_look
         self._group_path = GroupPath(config, self._reader, self._settler, self._committer)
         self._ledger_checked = False
         self._ledger_check = threading.Lock()

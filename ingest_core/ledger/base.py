@@ -150,6 +150,18 @@ def unread_key(path: str) -> str:
     return hashlib.sha256(b"ingest-core unread file\0" + path.encode()).hexdigest()
 
 
+def last_look(record: FileRecord, max_attempts: int) -> bool:
+    """Whether an exhausted row still gets one claim, to look in the table before giving up.
+
+    A worker that died on the last attempt (`processing`, its lease gone) may
+    have committed first: the takeover (attempt `max_attempts + 1`) must look
+    for the rows (transaction id, lineage) and complete the row if they are
+    there, and write nothing. A `failed` row's worker saw its attempt fail, and
+    a last look that died too is not given another: both are quarantined.
+    """
+    return record.status == PROCESSING and record.attempt == max_attempts
+
+
 def bound_error(text: str) -> str:
     """Cut an error message to what a ledger row keeps."""
     if len(text) <= MAX_ERROR_CHARS:
@@ -344,7 +356,7 @@ class BaseLedger(ABC):
             return Claim("quarantined", self._note_sighting(existing, fresh.path))
         if existing.lease_live(now):
             return Claim("in_progress", existing)
-        if existing.attempt >= max_attempts:
+        if existing.attempt >= max_attempts and not last_look(existing, max_attempts):
             gave_up = dataclasses.replace(
                 existing,
                 status=QUARANTINED,

@@ -7,6 +7,7 @@ the second path is recorded as a sighting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig
@@ -34,6 +35,9 @@ class Claimer:
         self._config = config
         self._keeper = keeper
         self._settler = settler
+        self.last_look: Callable[[Work], IngestResult] | None = None
+        """Settles a takeover past the last attempt (`ledger.base.last_look`) without writing:
+        `succeeded` when its rows are in the table, else quarantined (`Committer.last_look`)."""
 
     def claim(self, fetched: Fetched, claimed_here: dict[str, str]) -> Work | IngestResult:
         """The claimed work, or the file's result when there is nothing to write.
@@ -61,4 +65,7 @@ class Claimer:
         claimed_here[copy.sha256] = fetched.file.uri
         self._keeper.hold(claim.record)
         crash_point("after_claim")
-        return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started)
+        work = Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started)
+        if claim.record.attempt > self._config.max_attempts and self.last_look is not None:
+            return self.last_look(work)  # the last attempt's worker died: look, never write
+        return work

@@ -15,7 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest_core.config import IngestConfig
-from ingest_core.errors import ConfigurationError, IngestError, StorageRefusedError
+from ingest_core.errors import (
+    AttemptsExhaustedError,
+    ConfigurationError,
+    IngestError,
+    StorageRefusedError,
+)
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
@@ -156,6 +161,24 @@ class Committer:
             else:
                 remaining.append(work)
         return remaining, results
+
+    def last_look(self, work: Work) -> IngestResult:
+        """Settle a takeover past the last attempt, writing nothing.
+
+        Its worker died on the last attempt, maybe after its commit: the rows
+        found in the table (transaction id, lineage) complete the row as
+        `succeeded`; otherwise the content is quarantined, attempts exhausted.
+        """
+        with self.lock:
+            remaining, results = self.guard([work])
+        if not remaining:
+            return results[0]
+        record = work.record
+        return self._settler.error(work, AttemptsExhaustedError(
+            f"{work.file.uri}: gave up after {record.attempt - 1} attempts (the last one's "
+            f"worker died, and its rows are not in the table); last error: {record.error}; "
+            "`ingest retry` takes it again"
+        ))
 
     def rows_by_lineage(self, work: Work, snapshot: DeltaTable | None) -> int | None:
         """The rows of a file taken over after its transaction id may have expired, if any.
