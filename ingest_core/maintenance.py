@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ingest_core.config import table_key
 from ingest_core.ledger import BaseLedger, FileRecord
+from ingest_core.ledger.base import unread_key
 from ingest_core.results import IngestResult, RunStats
 from ingest_core.sources import SourceFile
 
@@ -62,14 +63,32 @@ def redrive(
         records = due_for_redrive(session.ledger_of(key), key, session.config.max_attempts)
     report = RedriveReport()
     files: dict[str, SourceFile] = {}
+    unread: dict[str, FileRecord] = {}
     for record in records:
         file = session.present(record.path)
         if file is None:
             report.gone.append(record)
         else:
             files.setdefault(file.uri, file)
+            if record.sha256 == unread_key(record.path):
+                unread[file.uri] = record
     report.stats = session.run(list(files.values()), on_result)
+    _resolve_unread(session, unread, report.stats)
     return report
+
+
+def _resolve_unread(session: Session, unread: dict[str, FileRecord], stats: RunStats) -> None:
+    """Close the unread rows (`BaseLedger.record_unread`) of paths that were read this time.
+
+    Such a row is keyed by its path, not a content: nothing else ever settles
+    it, and `due` would hand the path to every maintenance tick again. Once the
+    path's bytes were read (whatever became of them: ingested, skipped,
+    quarantined), the content's own row carries the file.
+    """
+    for result in stats.files:
+        record = unread.get(result.path)
+        if record is not None and result.sha256 is not None:
+            session.ledger_of(record.table).resolve_unread(record, result.sha256)
 
 
 def routed_tables(routes: Routes, ledger: BaseLedger) -> list[str]:

@@ -503,6 +503,39 @@ class BaseLedger(ABC):
             return claim.record
         return self.fail(claim.record, error)
 
+    def resolve_unread(self, record: FileRecord, sha256: str) -> FileRecord | None:
+        """Close a path's unread row (`record_unread`) once a later read of the path worked.
+
+        The content now has a row of its own (key `sha256`), which carries the
+        file's state from here on; the unread row becomes `succeeded`, naming
+        that content, so retries and maintenance stop downloading the path for
+        it. A row in another state (quarantined, live, settled) is left as it is.
+        """
+        if record.sha256 != unread_key(record.path):
+            raise ValueError(f"{record.sha256} is not the unread row of {record.path}")
+        for _ in range(5):
+            current = self._get(record.table, record.sha256)
+            if current is None or not (
+                current.status == FAILED
+                or (current.status == PROCESSING and not current.lease_live(self.now()))
+            ):
+                return current
+            try:
+                return self._replace(
+                    dataclasses.replace(
+                        current, status=SUCCEEDED, owner=None, lease_until=None,
+                        error=bound_error(
+                            f"resolved: {current.path} was read later as content {sha256}; "
+                            f"that content's row is its record (last read error: {current.error})"
+                        ),
+                        updated_at=self.now(),
+                    ),
+                    current,
+                )
+            except LedgerConflictError:
+                continue
+        raise LedgerConflictError(f"could not close the unread row of {record.path}: retry")
+
     def dismiss(self, table: str, sha256: str, reason: str) -> FileRecord | None:
         """Close a `failed` (or dead `processing`) row as `quarantined`, recording `reason`.
 
