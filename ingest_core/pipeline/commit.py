@@ -256,6 +256,10 @@ class Committer:
         snapshot = target.current()  # the snapshot _guard checked the ids on
         with self._reader.open(work) as opened:
             source = self._reader.as_is(work, opened)
+            if source is not None:
+                from ingest_core.schema import check_column_names
+
+                check_column_names(opened.schema, DeltaTarget.schema(snapshot), name=work.file.uri)
             if source is not None and CopyAsIs.fits(target, snapshot, opened.schema):
                 rows = opened.count_rows()  # every row decoded: a corrupt page is refused
                 version = CopyAsIs(opened.schema).write(
