@@ -55,6 +55,17 @@ class SourceGoneError(SourceChangedError):
     """The source file is no longer there (deleted after it was listed or announced)."""
 
 
+class BadNameError(IngestError):
+    """A file name that cannot be recorded (not valid UTF-8): reported, never claimed.
+
+    The ledger, the lineage column and the Delta log hold text; a name whose
+    bytes are not UTF-8 fits none of them. The file is reported each run (exit
+    1) until it is renamed; the other files go on.
+    """
+
+    retryable = False
+
+
 class CorruptFileError(IngestError):
     """The file cannot be parsed in its format; it is quarantined."""
 

@@ -181,8 +181,8 @@ def ingest_sources(
             finally:
                 signal.signal(signal.SIGINT, previous)
             raise RunInterrupted(done, given_back, len(files)) from None
-        except ConfigurationError as exc:  # the table or ledger refuses: the files are not at fault
-            session.give_back_claims(f"the run stopped: {exc}")
+        except Exception as exc:  # the run stopped (a table that refuses, a bug): not the files'
+            session.give_back_claims(f"the run stopped before this file settled: {exc}")
             raise
 
 

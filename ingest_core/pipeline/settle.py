@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ingest_core.errors import IngestError, LeaseLostError, SourceChangedError
+from ingest_core.errors import BadNameError, IngestError, LeaseLostError, SourceChangedError
 from ingest_core.faults import crash_point
 from ingest_core.ledger import SUCCEEDED, BaseLedger, Claim
-from ingest_core.pipeline.fetch import Fetched
+from ingest_core.pipeline.fetch import Fetched, printable
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.work import Work
 from ingest_core.results import IngestResult, Outcome
@@ -38,6 +38,8 @@ class Settler:
     def unread(self, fetched: Fetched, exc: Exception) -> IngestResult:
         """A file that could not be read: a `failed` row keyed by its path."""
         file = fetched.file
+        if isinstance(exc, BadNameError):  # nothing to key a row on: reported only
+            return result_of(file, "failed", fetched.started, error=str(exc))
         reason = str(exc) if isinstance(exc, SourceChangedError) else (
             f"{file.uri}: cannot read: {exc}; run again"
         )
@@ -150,6 +152,6 @@ class Settler:
 def result_of(file: SourceFile, status: Outcome, started: float, **extra: Any) -> IngestResult:
     """The result of one file, timed from `started` (`time.monotonic()`)."""
     return IngestResult(
-        path=file.uri, status=status, duration_s=time.monotonic() - started, **extra
+        path=printable(file.uri), status=status, duration_s=time.monotonic() - started, **extra
     )
 
