@@ -96,6 +96,70 @@ def format_of(name: str, override: str | None = None) -> str:
     return fmt
 
 
+_PARQUET_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _parquet_decoded(meta: Any) -> int:
+    """Arrow bytes of a parquet file's columns, from its footer alone.
+
+    Encoded sizes hide what dictionary and run-length encoding save (ten
+    million zeros take a few KiB): each column counts its values times their
+    width; a text column the longer of its min/max statistics (else its
+    uncompressed size), never less than its uncompressed size.
+    """
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            values = column.num_values
+            width = _PARQUET_WIDTHS.get(column.physical_type)
+            if column.physical_type == "FIXED_LEN_BYTE_ARRAY":
+                width = meta.schema.column(c).length or 1
+            if width is None:  # BYTE_ARRAY: text, binary
+                stats = column.statistics
+                if stats is not None and stats.has_min_max:
+                    longest = max(len(_as_bytes(stats.min)), len(_as_bytes(stats.max)))
+                    width = 4 + longest
+            estimate = values * width if width is not None else 0
+            total += max(estimate, column.total_uncompressed_size)
+    return total
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value or b"")
+
+
+def decoded_size(path: Path, fmt: str, limit: int) -> int:
+    """About how many bytes the file takes once decoded, counted no further than past `limit`.
+
+    What decides between reading a file whole and streaming it: its size on
+    disk says little (a 41 KiB parquet file of repeated values decodes to
+    tens of MiB). Parquet: the row groups' uncompressed sizes from its footer
+    (nothing else is read). Gzipped text: the bytes it inflates to, inflated
+    until past `limit` at most. Plain text: its size. A file that cannot be
+    measured gives its size on disk (its read reports what is wrong with it).
+    """
+    size = path.stat().st_size
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return max(size, _parquet_decoded(pq.ParquetFile(path).metadata))
+        if _head(path).startswith(_GZIP_MAGIC):
+            inflated = 0
+            with gzip.open(path, "rb") as src:
+                while inflated <= limit:
+                    chunk = src.read(1024 * 1024)
+                    if not chunk:
+                        break
+                    inflated += len(chunk)
+            return inflated
+    except (OSError, EOFError, ValueError):  # pyarrow's errors are OSError and ValueError
+        return size
+    return size
+
+
 def _head(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(4)

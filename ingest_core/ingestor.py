@@ -153,7 +153,7 @@ class IdempotentIngestor:
             if isinstance(work, IngestResult):
                 yield work
                 continue
-            if work.copy.size > self.config.stream_bytes and not self.merging:
+            if not self.merging and self._reader.too_big_to_read_whole(work):
                 yield from self._committer.commit_batch(batch)
                 batch, batch_bytes = [], 0
                 yield from self._committer.commit_stream(work)
