@@ -72,8 +72,14 @@ def owner_gone(owner: str | None) -> bool:
     if pid == os.getpid():
         return False
     found = _process(pid)
-    if found is None:
-        return True
+    if found is None:  # /proc may hide other users' processes (hidepid): ask the kernel too
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
     state, started = found
     if state == "?":
         return False  # unreadable: not sure, so not dead

@@ -92,3 +92,32 @@ def test_storage_refusals_are_told_from_other_errors() -> None:
     assert refused is not None and "Storage Blob Data Contributor" in refused[1]
     assert storage_refusal(OSError("ContainerNotFound")) is not None
     assert storage_refusal(OSError("connection reset by peer")) is None
+
+
+@pytest.mark.azurite
+def test_a_refused_account_key_stops_the_run_with_the_fix(
+    tmp_path: Path, azurite: str, unique_name: str
+) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(azurite)
+    service.create_container(f"{unique_name}-lake")
+    try:
+        landing = tmp_path / "landing"
+        write_text(landing / "a.csv", "id\n1\n")
+        key = next(p for p in azurite.split(";") if p.startswith("AccountKey="))
+        wrong = azurite.replace(key, "AccountKey=" + "A" * 86 + "==")
+        ledger = tmp_path / "l.sqlite"
+        table = f"abfs://{unique_name}-lake/orders"
+        for _ in range(2):
+            done = run_cli("run", str(landing), "--table", table, "--ledger",
+                           f"sqlite:///{ledger}", env={"INGEST_STORAGE_CONNECTION": wrong})
+            assert done.returncode == 2, done.stderr
+            assert "Traceback" not in done.stderr
+            [line] = [x for x in done.stderr.splitlines() if x.startswith("ingest:")]
+            assert "refused access (403)" in line and table in line
+            assert "Storage Blob Data Contributor" in line
+        [row] = SqliteLedger(ledger).records()
+        assert (row.status, row.attempt) == ("failed", 0)
+    finally:
+        service.delete_container(f"{unique_name}-lake")

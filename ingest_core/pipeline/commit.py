@@ -146,6 +146,9 @@ class Committer:
                 if work.sha256 not in lost:
                     self._settler.give_back(work, str(exc))
             raise
+        except Exception as exc:  # a storage that refuses (403): stop; anything else goes up
+            self._stop_if_refused([w for w in works if w.sha256 not in lost], exc)
+            raise
         remaining = []
         for work in works:
             if work.sha256 in lost:

@@ -7,6 +7,7 @@ its version and row count are the ones reported.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -18,6 +19,8 @@ from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.work import Work
 from ingest_core.results import IngestResult, Outcome
 from ingest_core.sources import LocalCopy, SourceFile
+
+_log = logging.getLogger(__name__)
 
 
 class Settler:
@@ -106,10 +109,15 @@ class Settler:
 
     def give_back_held(self, reason: str) -> int:
         """Give back every claim still held (an interrupted run); return how many."""
-        held = self._keeper.release_all()
-        for record in held:
-            self._ledger.give_back(record, reason)
-        return len(held)
+        given = 0
+        for record in self._keeper.release_all():
+            try:
+                self._ledger.give_back(record, reason)
+            except Exception as exc:  # the ledger is what failed: the dead owner's lease expires
+                _log.warning("could not give back the claim of %s: %s", record.path, exc)
+                continue
+            given += 1
+        return given
 
     def lost(self, work: Work) -> IngestResult:
         """Another worker took the lease over: it finishes the file."""
