@@ -172,14 +172,11 @@ def ingest_sources(
 
                 return session.run(files, settled)
         except KeyboardInterrupt:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C waits
-            try:
+            with _second_interrupt_waits():
                 given_back = session.give_back_claims(
                     "the run was interrupted (SIGINT/SIGTERM) before this file settled; "
                     "the next run takes it at once"
                 )
-            finally:
-                signal.signal(signal.SIGINT, previous)
             raise RunInterrupted(done, given_back, len(files)) from None
         except Exception as exc:  # the run stopped (a table that refuses, a bug): not the files'
             session.give_back_claims(f"the run stopped before this file settled: {exc}")
@@ -203,6 +200,20 @@ class RunInterrupted(Exception):
             f"({counts or 'none'}; {self.stats.rows} rows written); {self.given_back} claimed "
             "files given back, no attempt counted: run the same command again to finish"
         )
+
+
+@contextlib.contextmanager
+def _second_interrupt_waits() -> Iterator[None]:
+    """Within: Ctrl-C and SIGTERM are ignored (the claims are being given back)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
