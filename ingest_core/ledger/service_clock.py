@@ -5,8 +5,9 @@ a lease would take over live leases (and count attempts) and a host behind
 would wait past dead ones. Every response of the Table service carries a
 `Date` header, the service's time to the second: the offset between it and
 the host's clock, learnt from responses the ledger receives anyway (opening
-the table, reading a row), turns the host's clock into the service's. A
-second's resolution is far inside any lease.
+the table, reading a row), turns the host's clock into the service's. An
+offset under `DEAD_BAND` is within the header's one-second resolution and
+is taken as none.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ REFRESH_S = 300.0
 """How long a learnt offset is kept before the next response refreshes it."""
 _HALF_SECOND = timedelta(seconds=0.5)
 """`Date` is cut to the second: the service's time is, on average, half a second later."""
+DEAD_BAND = timedelta(seconds=2)
+"""Offsets smaller than this are the header's resolution, not skew: the host's clock is used.
+
+Two workers in step with the service would otherwise each carry up to half a
+second of error, in opposite directions, and see a short lease differently."""
 
 
 def host_now() -> datetime:
@@ -62,8 +68,9 @@ class ServiceClock:
             return
         if service is None or service.tzinfo is None:
             return
+        offset = service - self._host()
         with self._lock:
-            self._offset = service - self._host()
+            self._offset = offset if abs(offset) >= DEAD_BAND else timedelta(0)
             self._learnt_at = time.monotonic()
 
     def now(self) -> datetime:
