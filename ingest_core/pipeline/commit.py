@@ -10,6 +10,8 @@ the others. Not thread-safe: the event path serialises its use.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,8 @@ class Committer:
         self._keeper = keeper
         self._target: DeltaTarget | None = None
         self.lock = threading.Lock()
+        self._writable = False
+        """A local table's folder was found writable (`_check_writable`)."""
         """Held by concurrent callers (the event path): one file at a time goes through here."""
         self._bad_rows: BadRowsTable | None = None
         self._bad_rows_lock = threading.Lock()
@@ -209,6 +213,7 @@ class Committer:
         from ingest_core.delta import DeltaTarget, FileEntry
         from ingest_core.delta.writers import BatchAppend
 
+        self._check_writable()
         snapshot = self.target.current()  # the snapshot _guard checked the ids on
         stored = DeltaTarget.schema(snapshot)
         conformed = self._reader.conform(batch, stored)
@@ -256,6 +261,7 @@ class Committer:
         from ingest_core.delta.writers import CopyAsIs, RowCount, StreamAppend
 
         target = self.target
+        self._check_writable()
         snapshot = target.current()  # the snapshot _guard checked the ids on
         with self._reader.open(work) as opened:
             source = self._reader.as_is(work, opened)
@@ -312,6 +318,27 @@ class Committer:
 
         self.target.forget()
         return is_commit_conflict(exc)
+
+    def _check_writable(self) -> None:
+        """Raise OSError, before delta-rs is asked to write, when a local table folder is not
+        writable (a read-only file system, no write permission); checked until it is."""
+        if self._writable or not self.target.ref.is_local:
+            return
+        from ingest_core.config import local_path
+
+        folder = local_path(self.target.ref.uri)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # a table not created yet: the folder it goes in
+        if os.access(folder, os.W_OK):
+            self._writable = True
+            return
+        try:
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        if read_only:
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
 
     def _stop_if_refused(self, works: list[Work], exc: Exception) -> None:
         """Give the claims back and stop the run when the table's storage refuses writes.
