@@ -130,15 +130,22 @@ def _as_bytes(value: Any) -> bytes:
     return value.encode() if isinstance(value, str) else bytes(value or b"")
 
 
-def decoded_size(path: Path, fmt: str, limit: int) -> int:
+SAMPLE_BYTES = 1024 * 1024
+"""Decoded text a size estimate looks at, at most."""
+_FIELD_BYTES = 8
+"""What one field costs in Arrow beyond its text, at most (a 64-bit number; an offset, validity)."""
+
+
+def decoded_size(path: Path, fmt: str, limit: int, delimiter: str = ",") -> int:
     """About how many bytes the file takes once decoded, counted no further than past `limit`.
 
     What decides between reading a file whole and streaming it: its size on
     disk says little (a 41 KiB parquet file of repeated values decodes to
-    tens of MiB). Parquet: the row groups' uncompressed sizes from its footer
-    (nothing else is read). Gzipped text: the bytes it inflates to, inflated
-    until past `limit` at most. Plain text: its size. A file that cannot be
-    measured gives its size on disk (its read reports what is wrong with it).
+    tens of MiB). Parquet: from its footer alone (`_parquet_decoded`). Text:
+    its bytes (gzip: inflated, until past `limit` at most), times what a
+    bounded sample of them says a field costs in Arrow (`_text_expansion`), so
+    a file of short numbers counts several times its size. A file that cannot
+    be measured gives its size on disk (its read reports what is wrong with it).
     """
     size = path.stat().st_size
     try:
@@ -146,18 +153,37 @@ def decoded_size(path: Path, fmt: str, limit: int) -> int:
             import pyarrow.parquet as pq
 
             return max(size, _parquet_decoded(pq.ParquetFile(path).metadata))
-        if _head(path).startswith(_GZIP_MAGIC):
-            inflated = 0
+        gzipped = _head(path).startswith(_GZIP_MAGIC)
+        if not gzipped and size * (1 + _FIELD_BYTES) <= limit:
+            return size  # even one field per byte stays under the limit: nothing to sample
+        if gzipped:
+            inflated, sample = 0, b""
             with gzip.open(path, "rb") as src:
                 while inflated <= limit:
-                    chunk = src.read(1024 * 1024)
+                    chunk = src.read(SAMPLE_BYTES)
                     if not chunk:
                         break
+                    sample = sample or chunk
                     inflated += len(chunk)
-            return inflated
+            text = inflated
+        else:
+            with open(path, "rb") as src:
+                sample = src.read(SAMPLE_BYTES)
+            text = size
+        if text > limit:
+            return text
+        return int(text * _text_expansion(sample, fmt, delimiter))
     except (OSError, EOFError, ValueError):  # pyarrow's errors are OSError and ValueError
         return size
-    return size
+
+
+def _text_expansion(sample: bytes, fmt: str, delimiter: str) -> float:
+    """Arrow bytes per text byte, at most, judged by the fields in `sample` (1.0 or more)."""
+    if not sample:
+        return 1.0
+    separator = b":" if fmt == "jsonl" else (delimiter.encode() or b",")
+    fields = sample.count(separator) + sample.count(b"\n") + 1
+    return max(1.0, (fields * _FIELD_BYTES + len(sample)) / len(sample))
 
 
 def _head(path: Path) -> bytes:

@@ -31,9 +31,13 @@ def test_files_that_decode_large_are_streamed(tmp_path: Path) -> None:
     zipped = landing / "d_bomb.csv.gz"
     with gzip.open(zipped, "wb") as out:
         out.write(b"id\n" + b"8\n" * ROWS)
+    numbers = landing / "e_numbers.csv"  # under the limit as text, over it as int64 columns
+    numbers.write_bytes(b"id,n\n" + b"9,1\n" * 80_000)
+    assert LIMIT / 4 < numbers.stat().st_size < LIMIT
     assert bomb.stat().st_size < 64 * 1024 and zipped.stat().st_size < 64 * 1024
     assert decoded_size(bomb, "parquet", LIMIT) >= 8 * ROWS
     assert decoded_size(zipped, "csv", LIMIT) > LIMIT
+    assert decoded_size(numbers, "csv", LIMIT) > LIMIT
 
     table = str(tmp_path / "lake" / "orders")
     with IdempotentIngestor(table=table, stream_bytes=LIMIT, batch_files=10) as ing:
@@ -41,14 +45,18 @@ def test_files_that_decode_large_are_streamed(tmp_path: Path) -> None:
     assert {r.status for r in results.values()} == {"ingested"}
     small = {results["a_small.parquet"].delta_version, results["b_small.csv"].delta_version}
     assert len(small) == 1  # the small files share a commit
-    streamed = {results["c_bomb.parquet"].delta_version, results["d_bomb.csv.gz"].delta_version}
-    assert len(streamed) == 2 and not streamed & small  # each bomb in a commit of its own
+    streamed = {results[name].delta_version
+                for name in ("c_bomb.parquet", "d_bomb.csv.gz", "e_numbers.csv")}
+    assert len(streamed) == 3 and not streamed & small  # each in a commit of its own
     counts = id_counts(table)
     assert counts[7] == ROWS and counts[8] == ROWS and counts[0] == 1 and counts[10] == 1
+    assert counts[9] == 80_000
 
 
 def test_plain_small_files_are_measured_by_their_size(tmp_path: Path) -> None:
     csv = write_text(tmp_path / "a.csv", "id\n1\n2\n")
     assert decoded_size(csv, "csv", LIMIT) == csv.stat().st_size
+    text = write_text(tmp_path / "t.csv", "name\n" + ("x" * 200 + "\n") * 1000)
+    assert decoded_size(text, "csv", 100_000) < 1.1 * text.stat().st_size  # long text: ~1x
     broken = write_text(tmp_path / "b.parquet", "not parquet")
     assert decoded_size(broken, "parquet", LIMIT) == broken.stat().st_size

@@ -100,7 +100,8 @@ class Reader:
             fmt = format_of(work.file.uri, self._config.format)
         except IngestError:
             return False  # its read reports the unknown format
-        return decoded_size(work.copy.path, fmt, limit) > limit
+        delimiter = self._config.read.csv_delimiter
+        return decoded_size(work.copy.path, fmt, limit, delimiter) > limit
 
     def read_whole(self, work: Work) -> None:
         """Read a small file whole into `work.data` (transformed); raises IngestError."""
