@@ -16,8 +16,18 @@ from ingest_core.sources import SourceFile
 _worker: object = None
 
 
+def _interrupt_once(signum: int, frame: object) -> None:
+    """A worker's first SIGINT/SIGTERM interrupts it; later ones (the parent passes Ctrl-C on,
+    the terminal sent it too) are ignored while it gives its claims back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def _start_worker(config: IngestConfig) -> None:
     global _worker
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGTERM, _interrupt_once)
     from ingest_core.ingestor import IdempotentIngestor
 
     _worker = IdempotentIngestor(config=config)
@@ -30,7 +40,6 @@ def _ingest_chunk(files: list[SourceFile]) -> list[IngestResult]:
     try:
         return _worker.run(files).files
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent passes a second one on
         _worker.give_back_claims(
             "the run was interrupted (SIGINT/SIGTERM) before this file settled; "
             "the next run takes it at once"

@@ -24,7 +24,17 @@ from ingest_core.ledger.sqlite import SqliteLedger
 from ingest_core.owners import owner_gone, owner_token
 
 FILES = 200
-SLOW_TRANSFORM = "import time\ndef slow(table):\n    time.sleep(0.03)\n    return table\n"
+SLOW_TRANSFORM = """
+import time
+CALLS = 0
+def slow(table):
+    global CALLS
+    CALLS += 1
+    time.sleep(0.01)
+    if CALLS > 40:  # held here, claims in hand, until the test stops the run
+        time.sleep(600)
+    return table
+"""
 
 
 def landing_of(tmp_path: Path, files: int = FILES) -> Path:
@@ -46,12 +56,20 @@ def count_status(ledger: Path, status: str) -> int:
         return 0
 
 
+def _default_signals() -> None:
+    """In the child: SIGINT as a terminal delivers it, even if this test runs in the background
+    (a non-interactive shell starts background jobs with SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def start_run(tmp_path: Path, landing: Path, table: str, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     return subprocess.Popen(
         [sys.executable, "-m", "ingest_core.cli", "run", str(landing), "--table", table,
          "--transform", "slowmod:slow", "--batch-files", "25", "--lease-seconds", "600", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=_default_signals,
     )
 
 
@@ -88,6 +106,32 @@ def test_interrupted_run_gives_its_claims_back(tmp_path: Path, signum: int) -> N
     rows = SqliteLedger(ledger).records()
     assert len(rows) == FILES and {r.status for r in rows} == {"succeeded"}
     assert {r.attempt for r in rows} == {1}  # the interrupted claims counted no attempt
+    assert id_counts(table) == {i: 1 for i in range(FILES)}
+
+
+def test_ctrl_c_reaches_worker_processes_and_they_give_their_claims_back(tmp_path: Path) -> None:
+    """`--workers 2`: Ctrl-C in a terminal signals the whole process group."""
+    landing = landing_of(tmp_path)
+    table = str(tmp_path / "lake" / "orders")
+    ledger = Path(table + ".ledger.sqlite")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest_core.cli", "run", str(landing), "--table", table,
+         "--transform", "slowmod:slow", "--batch-files", "25", "--lease-seconds", "600",
+         "--workers", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True, preexec_fn=_default_signals,
+    )
+    wait_for_claims(proc, ledger, 10)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    assert count_status(ledger, "processing") == 0
+    again = run_cli("run", str(landing), "--table", table, "--lease-seconds", "600")
+    assert again.returncode == 0, again.stderr
+    rows = SqliteLedger(ledger).records()
+    assert {r.status for r in rows} == {"succeeded"} and {r.attempt for r in rows} == {1}
     assert id_counts(table) == {i: 1 for i in range(FILES)}
 
 
