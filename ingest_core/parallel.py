@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed, wait
 
 from ingest_core.config import IngestConfig
 from ingest_core.results import IngestResult, RunStats
@@ -63,19 +63,33 @@ def run_parallel(
         futures = [
             pool.submit(_ingest_chunk, files[i : i + chunk]) for i in range(0, len(files), chunk)
         ]
+        reported: set[Future[list[IngestResult]]] = set()
+
+        def report(future: Future[list[IngestResult]]) -> None:
+            reported.add(future)
+            for result in future.result():
+                stats.add(result)
+                if on_result is not None:
+                    on_result(result)
+
         try:
             for future in as_completed(futures):
-                for result in future.result():
-                    stats.add(result)
-                    if on_result is not None:
-                        on_result(result)
+                report(future)
         except KeyboardInterrupt:
             # Ctrl-C reaches the workers too; a SIGTERM to this process alone is passed on,
-            # so each worker gives its claims back before it stops.
+            # so each worker gives its claims back before it stops. Chunks that finished
+            # meanwhile are still reported, so the run's summary counts them.
             for future in futures:
                 future.cancel()
             for process in list(getattr(pool, "_processes", {}).values()):
                 with contextlib.suppress(OSError):
                     os.kill(process.pid, signal.SIGINT)
+            wait([f for f in futures if not f.cancelled()], timeout=60)
+            for future in futures:
+                if (
+                    future not in reported and future.done() and not future.cancelled()
+                    and future.exception() is None
+                ):
+                    report(future)
             raise
     return stats

@@ -10,6 +10,7 @@ the next run takes them over without waiting for the lease.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -127,6 +128,9 @@ def test_ctrl_c_reaches_worker_processes_and_they_give_their_claims_back(tmp_pat
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
+    [line] = [x for x in err.splitlines() if x.startswith("ingest: interrupted")]
+    settled = int(re.search(r"after (\d+) of", line).group(1))
+    assert settled == count_status(ledger, "succeeded") > 0  # the finished chunks are counted
     assert count_status(ledger, "processing") == 0
     again = run_cli("run", str(landing), "--table", table, "--lease-seconds", "600")
     assert again.returncode == 0, again.stderr

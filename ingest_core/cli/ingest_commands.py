@@ -197,8 +197,9 @@ class RunInterrupted(Exception):
         counts = ", ".join(f"{n} {status}" for status, n in self.stats.counts.items() if n)
         return (
             f"ingest: interrupted after {len(self.stats.files)} of {self.listed} files settled "
-            f"({counts or 'none'}; {self.stats.rows} rows written); {self.given_back} claimed "
-            "files given back, no attempt counted: run the same command again to finish"
+            f"({counts or 'none'}; {self.stats.rows} rows written); "
+            f"{f'{self.given_back} claimed files' if self.given_back else 'the claims held'} "
+            "given back, no attempt counted: run the same command again to finish"
         )
 
 
