@@ -23,6 +23,14 @@ class LedgerUnavailableError(IngestError):
     """The ledger cannot be opened or reached."""
 
 
+class StorageRefusedError(ConfigurationError):
+    """The table's storage refuses every write (read-only, permission denied, no container).
+
+    An environment problem, not the file's: no attempt is counted, the claims
+    are given back and the run stops (exit 2) with one line naming the fix.
+    """
+
+
 class LedgerNotFoundError(ConfigurationError):
     """A read-only command was pointed at a ledger that does not exist; nothing was created."""
 
@@ -45,6 +53,17 @@ class SourceChangedError(IngestError):
 
 class SourceGoneError(SourceChangedError):
     """The source file is no longer there (deleted after it was listed or announced)."""
+
+
+class BadNameError(IngestError):
+    """A file name that cannot be recorded (not valid UTF-8): reported, never claimed.
+
+    The ledger, the lineage column and the Delta log hold text; a name whose
+    bytes are not UTF-8 fits none of them. The file is reported each run (exit
+    1) until it is renamed; the other files go on.
+    """
+
+    retryable = False
 
 
 class CorruptFileError(IngestError):

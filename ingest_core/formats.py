@@ -96,6 +96,96 @@ def format_of(name: str, override: str | None = None) -> str:
     return fmt
 
 
+_PARQUET_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+
+def _parquet_decoded(meta: Any) -> int:
+    """Arrow bytes of a parquet file's columns, from its footer alone.
+
+    Encoded sizes hide what dictionary and run-length encoding save (ten
+    million zeros take a few KiB): each column counts its values times their
+    width; a text column the longer of its min/max statistics (else its
+    uncompressed size), never less than its uncompressed size.
+    """
+    total = 0
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            column = group.column(c)
+            values = column.num_values
+            width = _PARQUET_WIDTHS.get(column.physical_type)
+            if column.physical_type == "FIXED_LEN_BYTE_ARRAY":
+                width = meta.schema.column(c).length or 1
+            if width is None:  # BYTE_ARRAY: text, binary
+                stats = column.statistics
+                if stats is not None and stats.has_min_max:
+                    longest = max(len(_as_bytes(stats.min)), len(_as_bytes(stats.max)))
+                    width = 4 + longest
+            estimate = values * width if width is not None else 0
+            total += max(estimate, column.total_uncompressed_size)
+    return total
+
+
+def _as_bytes(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value or b"")
+
+
+SAMPLE_BYTES = 1024 * 1024
+"""Decoded text a size estimate looks at, at most."""
+_FIELD_BYTES = 8
+"""What one field costs in Arrow beyond its text, at most (a 64-bit number; an offset, validity)."""
+
+
+def decoded_size(path: Path, fmt: str, limit: int, delimiter: str = ",") -> int:
+    """About how many bytes the file takes once decoded, counted no further than past `limit`.
+
+    What decides between reading a file whole and streaming it: its size on
+    disk says little (a 41 KiB parquet file of repeated values decodes to
+    tens of MiB). Parquet: from its footer alone (`_parquet_decoded`). Text:
+    its bytes (gzip: inflated, until past `limit` at most), times what a
+    bounded sample of them says a field costs in Arrow (`_text_expansion`), so
+    a file of short numbers counts several times its size. A file that cannot
+    be measured gives its size on disk (its read reports what is wrong with it).
+    """
+    size = path.stat().st_size
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            return max(size, _parquet_decoded(pq.ParquetFile(path).metadata))
+        gzipped = _head(path).startswith(_GZIP_MAGIC)
+        if not gzipped and size * (1 + _FIELD_BYTES) <= limit:
+            return size  # even one field per byte stays under the limit: nothing to sample
+        if gzipped:
+            inflated, sample = 0, b""
+            with gzip.open(path, "rb") as src:
+                while inflated <= limit:
+                    chunk = src.read(SAMPLE_BYTES)
+                    if not chunk:
+                        break
+                    sample = sample or chunk
+                    inflated += len(chunk)
+            text = inflated
+        else:
+            with open(path, "rb") as src:
+                sample = src.read(SAMPLE_BYTES)
+            text = size
+        if text > limit:
+            return text
+        return int(text * _text_expansion(sample, fmt, delimiter))
+    except (OSError, EOFError, ValueError):  # pyarrow's errors are OSError and ValueError
+        return size
+
+
+def _text_expansion(sample: bytes, fmt: str, delimiter: str) -> float:
+    """Arrow bytes per text byte, at most, judged by the fields in `sample` (1.0 or more)."""
+    if not sample:
+        return 1.0
+    separator = b":" if fmt == "jsonl" else (delimiter.encode() or b",")
+    fields = sample.count(separator) + sample.count(b"\n") + 1
+    return max(1.0, (fields * _FIELD_BYTES + len(sample)) / len(sample))
+
+
 def _head(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(4)

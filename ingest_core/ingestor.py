@@ -11,14 +11,12 @@ run that only skips stays cheap.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ingest_core import owners
 from ingest_core.config import IngestConfig, is_local, local_path, table_key
 from ingest_core.delta.folder import check_table_uri
 from ingest_core.errors import ConfigurationError, IngestError, SourceGoneError
@@ -52,8 +50,8 @@ def _drain(results: list[IngestResult]) -> Iterator[IngestResult]:
 
 
 def owner_token() -> str:
-    """A token naming this worker (host, process, random): the owner of its claims."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A token naming this worker (host, process, start marker): the owner of its claims."""
+    return owners.owner_token()
 
 
 class IdempotentIngestor:
@@ -114,6 +112,7 @@ class IdempotentIngestor:
         )
         self._reader = Reader(config, self._sources)
         self._committer = Committer(config, self._reader, self._settler, self._keeper)
+        self._claimer.last_look = self._committer.last_look
         self._group_path = GroupPath(config, self._reader, self._settler, self._committer)
         self._ledger_checked = False
         self._ledger_check = threading.Lock()
@@ -192,7 +191,7 @@ class IdempotentIngestor:
             if isinstance(work, IngestResult):
                 yield work
                 continue
-            if work.copy.size > self.config.stream_bytes and not self.merging:
+            if not self.merging and self._reader.too_big_to_read_whole(work):
                 yield from self._committer.commit_batch(batch)
                 batch, batch_bytes = [], 0
                 yield from self._committer.commit_stream(work)
@@ -278,6 +277,14 @@ class IdempotentIngestor:
                 return self._committer.failed(work, exc)
             finally:
                 work.copy.discard()
+
+    def give_back_claims(self, reason: str) -> int:
+        """Give back every claim this ingestor holds, attempts not counted; return how many.
+
+        For a run interrupted (SIGINT, SIGTERM) between claim and settle: its
+        files are claimable at once by the next run, as if never claimed.
+        """
+        return self._settler.give_back_held(reason)
 
     @property
     def merging(self) -> bool:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ingest_core.config import table_key
 from ingest_core.ledger import BaseLedger, FileRecord
+from ingest_core.ledger.base import unread_key
 from ingest_core.results import IngestResult, RunStats
 
 if TYPE_CHECKING:
@@ -69,8 +70,27 @@ def redrive(
     files, gone = session.present_all(r.path for r in records)
     gone_paths = set(gone)
     report.gone = [r for r in records if r.path in gone_paths]
+    unread = {
+        files[r.path].uri: r
+        for r in records if r.path in files and r.sha256 == unread_key(r.path)
+    }
     report.stats = session.run(distinct(files.values()), on_result, run_id=run_id)
+    _resolve_unread(session, unread, report.stats)
     return report
+
+
+def _resolve_unread(session: Session, unread: dict[str, FileRecord], stats: RunStats) -> None:
+    """Close the unread rows (`BaseLedger.record_unread`) of paths that were read this time.
+
+    Such a row is keyed by its path, not a content: nothing else ever settles
+    it, and `due` would hand the path to every maintenance tick again. Once the
+    path's bytes were read (whatever became of them: ingested, skipped,
+    quarantined), the content's own row carries the file.
+    """
+    for result in stats.files:
+        record = unread.get(result.path)
+        if record is not None and result.sha256 is not None:
+            session.ledger_of(record.table).resolve_unread(record, result.sha256)
 
 
 def routed_tables(routes: Routes, ledger: BaseLedger) -> list[str]:

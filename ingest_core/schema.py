@@ -60,14 +60,57 @@ def _same_storage(incoming: pa.DataType, stored: pa.DataType) -> bool:
     return pa.types.is_dictionary(incoming) and _storable(incoming.value_type) == _storable(stored)
 
 
+def check_column_names(incoming: pa.Schema, table: pa.Schema | None, *, name: str) -> None:
+    """Refuse names Delta Lake cannot keep apart: raise SchemaIncompatibleError naming them.
+
+    Delta Lake column names are case-insensitive: a file holding the same name
+    twice (a CSV header `a,a,b`), two names differing only in case (`id`,
+    `ID`), or a new column differing only in case from one of the table's is
+    the file's problem, not a transient one; retrying cannot help.
+    """
+    seen: dict[str, str] = {}
+    for column in incoming.names:
+        first = seen.get(column.lower())
+        if first is None:
+            seen[column.lower()] = column
+            continue
+        if first == column:
+            raise SchemaIncompatibleError(
+                f"{name}: the column {column!r} appears twice (a header such as `a,a,b`); "
+                "rename one of them in the source file, or read it with --csv-no-header and "
+                "--schema-hints naming every column"
+            )
+        raise SchemaIncompatibleError(
+            f"{name}: the columns {first!r} and {column!r} differ only in case, and Delta Lake "
+            "column names are case-insensitive; rename one of them in the source file "
+            "(or with a --transform)"
+        )
+    if table is None:
+        return
+    stored = {n.lower(): n for n in table.names}
+    clashes = [
+        f"{column!r} (the table has {stored[column.lower()]!r})"
+        for column in incoming.names
+        if column not in table.names and column.lower() in stored
+    ]
+    if clashes:
+        raise SchemaIncompatibleError(
+            f"{name}: column {', '.join(clashes)} differs from the table's only in case, and "
+            "Delta Lake column names are case-insensitive; spell it as the table does in the "
+            "source file (or rename it with a --transform)"
+        )
+
+
 def target_schema(
     table: pa.Schema | None, incoming: pa.Schema, *, strict: bool, name: str
 ) -> pa.Schema:
     """The schema `incoming` data is cast to before it is appended to `table`.
 
     Existing columns keep the table's type; new columns are appended (merge)
-    or refused (strict). Raises SchemaIncompatibleError naming the file.
+    or refused (strict). Raises SchemaIncompatibleError naming the file (also
+    for names Delta Lake cannot keep apart, see `check_column_names`).
     """
+    check_column_names(incoming, table, name=name)
     if table is None:
         return pa.schema(
             [f if pa.types.is_dictionary(f.type) else f.with_type(_storable(f.type))

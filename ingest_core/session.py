@@ -281,6 +281,14 @@ class Session:
                 self._unrouted_ledger = open_ledger(self.unrouted_ledger_uri, self.config.storage)
             return self._unrouted_ledger
 
+    def give_back_claims(self, reason: str) -> int:
+        """Give back the claims every ingestor of this session holds (an interrupted run).
+
+        Each goes back to `failed` with its attempt count as before the claim,
+        so the next run takes it at once; returns how many were given back.
+        """
+        return sum(ing.give_back_claims(reason) for ing in list(self._ingestors.values()))
+
     def close(self) -> None:
         """Close every ingestor and the ledger of unrouted files."""
         for ingestor in self._ingestors.values():

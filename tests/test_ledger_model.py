@@ -91,7 +91,9 @@ def machine_for(ledger: BaseLedger, clock: Clock) -> type[RuleBasedStateMachine]
                 expected = "quarantined"
             elif self.live(row):
                 expected = "in_progress"
-            elif row.attempt >= MAX_ATTEMPTS:
+            elif row.attempt >= MAX_ATTEMPTS and not (
+                row.status == PROCESSING and row.attempt == MAX_ATTEMPTS  # the last look
+            ):
                 expected = "quarantined"
                 row.status, row.owner, row.lease_until = QUARANTINED, None, None
                 row.error = f"gave up after {row.attempt} attempts; last error: {row.error}"

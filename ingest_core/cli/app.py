@@ -1,7 +1,8 @@
 """The `ingest` command group and its exit-status contract.
 
 Exit status: 0 when every file was ingested or skipped; 1 when any failed, was
-quarantined or is in progress elsewhere; 2 for usage or configuration errors.
+quarantined or is in progress elsewhere; 2 for usage or configuration errors; 130
+when SIGINT or SIGTERM stopped it (claims given back).
 Each command lives in its own module of this package and registers on `cli`.
 """
 
@@ -17,6 +18,8 @@ import click
 from ingest_core.errors import ConfigurationError, LedgerUnavailableError
 
 EXIT_OK, EXIT_FILES_NOT_DONE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""SIGINT or SIGTERM stopped the command (128 + SIGINT, as shells report it)."""
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -53,7 +56,11 @@ def run_cli(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return EXIT_USAGE
-    except click.Abort:
+    except click.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):
+            click.echo("ingest: interrupted (SIGINT/SIGTERM); run the command again to finish",
+                       err=True)
+            return EXIT_INTERRUPTED
         return EXIT_FILES_NOT_DONE
     except (ConfigurationError, LedgerUnavailableError) as exc:
         click.echo(f"ingest: error: {exc}", err=True)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 
 import click
 
-from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_OK, cli
+from ingest_core.cli.app import EXIT_FILES_NOT_DONE, EXIT_INTERRUPTED, EXIT_OK, cli
 from ingest_core.cli.logs import log_file
 from ingest_core.cli.output import print_records, print_runs, print_summary, progress
 from ingest_core.cli.read_flags import read_flags, with_read_flags
@@ -108,7 +112,17 @@ def run(
     if dry_run:
         return _dry_run(config, list(sources), as_json)
     run_id = new_run_id()
-    stats = ingest_sources(config, list(sources), show_progress=not as_json, run_id=run_id)
+    try:
+        with _terminate_as_interrupt():
+            stats = ingest_sources(config, list(sources), show_progress=not as_json,
+                                   run_id=run_id)
+    except RunInterrupted as stop:
+        if as_json:
+            click.echo(json.dumps({**stop.stats.to_dict(), "run_id": run_id, "interrupted": True,
+                                   "given_back": stop.given_back}))
+        click.echo(stop.summary(), err=True)
+        click.echo(f"run id: {run_id}", err=True)
+        return EXIT_INTERRUPTED
     if as_json:
         click.echo(json.dumps(stats.to_dict()))
     else:
@@ -149,14 +163,78 @@ def ingest_sources(
             files = session.list_sources(sources)
         except FileNotFoundError as exc:
             raise ConfigurationError(str(exc)) from None
-        with progress(len(files), show_progress) as advance:
-            run = run_id or new_run_id()
+        done = RunStats()
+        run = run_id or new_run_id()
+        try:
+            with progress(len(files), show_progress) as advance:
 
-            def settled(result: IngestResult) -> None:
-                log_file(result, run)
-                advance(result)
+                def settled(result: IngestResult) -> None:
+                    done.add(result)
+                    log_file(result, run)
+                    advance(result)
 
-            return session.run(files, settled, run_id=run)
+                return session.run(files, settled, run_id=run)
+        except KeyboardInterrupt:
+            with _second_interrupt_waits():
+                given_back = session.give_back_claims(
+                    "the run was interrupted (SIGINT/SIGTERM) before this file settled; "
+                    "the next run takes it at once"
+                )
+            raise RunInterrupted(done, given_back, len(files)) from None
+        except Exception as exc:  # the run stopped (a table that refuses, a bug): not the files'
+            session.give_back_claims(f"the run stopped before this file settled: {exc}")
+            raise
+
+
+class RunInterrupted(Exception):
+    """`ingest run` stopped by SIGINT or SIGTERM; its held claims were given back."""
+
+    def __init__(self, stats: RunStats, given_back: int, listed: int) -> None:
+        super().__init__("interrupted")
+        self.stats = stats
+        self.given_back = given_back
+        self.listed = listed
+
+    def summary(self) -> str:
+        """One line: what settled before the interrupt, and what was given back."""
+        counts = ", ".join(f"{n} {status}" for status, n in self.stats.counts.items() if n)
+        return (
+            f"ingest: interrupted after {len(self.stats.files)} of {self.listed} files settled "
+            f"({counts or 'none'}; {self.stats.rows} rows written); "
+            f"{f'{self.given_back} claimed files' if self.given_back else 'the claims held'} "
+            "given back, no attempt counted: run the same command again to finish"
+        )
+
+
+@contextlib.contextmanager
+def _second_interrupt_waits() -> Iterator[None]:
+    """Within: Ctrl-C and SIGTERM are ignored (the claims are being given back)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM interrupts like Ctrl-C (KeyboardInterrupt), so claims are given back."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @cli.command()

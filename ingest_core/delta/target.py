@@ -94,10 +94,24 @@ class TableRef:
             return None
         except OSError as exc:
             if "ContainerNotFound" not in str(exc):
+                _raise_if_refused(self.uri, exc)
                 raise
             raise ConfigurationError(
                 f"table {self.uri}: its container does not exist; create it or fix the table URI"
             ) from None
+
+
+def _raise_if_refused(uri: str, exc: OSError) -> None:
+    """Raise StorageRefusedError (exit 2, no attempt counted) when the storage refuses access."""
+    from ingest_core.delta.errors import storage_refusal
+    from ingest_core.errors import StorageRefusedError
+
+    refused = storage_refusal(exc)
+    if refused is not None:
+        what, fix = refused
+        raise StorageRefusedError(
+            f"table {uri}: {what}; {fix}. No attempt was counted: run again once fixed"
+        ) from None
 
 
 TXN_RETENTION = "delta.setTransactionRetentionDuration"

@@ -65,6 +65,7 @@ from ingest_core.ledger.base import (
     Where,
     bound_error,
 )
+from ingest_core.ledger.service_clock import ServiceClock, host_now, response_hook_of
 
 if TYPE_CHECKING:
     from azure.data.tables import TableClient
@@ -159,9 +160,16 @@ def _int(value: Any) -> int | None:
 class AzureTableLedger(BaseLedger):
     """Ledger rows in an Azure Table (Azurite in tests)."""
 
-    def __init__(self, client: TableClient, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, client: TableClient, clock: Callable[[], datetime] | None = None,
+        *, service_clock: ServiceClock | None = None,
+    ) -> None:
+        """`clock` replaces the ledger's clock outright (tests); without it, the ledger's
+        time is the Table service's (`service_clock`, learnt from its responses)."""
         super().__init__(clock)
+        self.service_clock = None if clock is not None else (service_clock or ServiceClock())
         self._client = client
+        self._client_hook = response_hook_of(client) if self.service_clock is not None else None
         self._registered: set[str] = set()
         self._lock = threading.Lock()
         self._retired: list[tuple[str, str]] = []
@@ -175,12 +183,15 @@ class AzureTableLedger(BaseLedger):
     @classmethod
     def from_uri(
         cls, uri: str, storage: StorageConfig, clock: Callable[[], datetime] | None = None,
-        *, read_only: bool = False,
+        *, read_only: bool = False, host_clock: Callable[[], datetime] | None = None,
     ) -> AzureTableLedger:
         """Open `azure-table://TABLE_NAME` in the configured account, creating the table.
 
         With `read_only`, a missing table raises `LedgerNotFoundError` instead.
+        `host_clock` is this host's clock (default: the system's), which the
+        service's `Date` headers correct; `clock` replaces the ledger's time outright.
         """
+        service_clock = ServiceClock(host_clock or host_now)
         name = uri[len(SCHEME) :].strip("/") if uri.startswith(SCHEME) else ""
         if not _TABLE_NAME.fullmatch(name):
             raise ConfigurationError(
@@ -196,10 +207,31 @@ class AzureTableLedger(BaseLedger):
                     f"no ledger table {name!r} in storage account {service.account_name}: "
                     "check the name in --ledger / INGEST_LEDGER_URI and the account"
                 )
-            return cls(service.get_table_client(name), clock)
+            return cls(service.get_table_client(name), clock, service_clock=service_clock)
         with _translated(f"create or open the ledger table {name!r}"):
-            client = service.create_table_if_not_exists(name)
-        return cls(client, clock)
+            client = service.create_table_if_not_exists(
+                name, raw_response_hook=service_clock.observe
+            )
+        return cls(client, clock, service_clock=service_clock)
+
+    def now(self) -> datetime:
+        """The ledger's clock: the Table service's time (see `service_clock`), UTC."""
+        if self.service_clock is None:
+            return super().now()
+        return self.service_clock.now()
+
+    def _observe(self, pipeline_response: Any) -> None:
+        """Learn the service's time from a response, then call the client's own hook."""
+        if self.service_clock is not None:
+            self.service_clock.observe(pipeline_response)
+        if self._client_hook is not None:
+            self._client_hook(pipeline_response)
+
+    def _time_hook(self) -> dict[str, Any]:
+        """The keyword that lets a call teach the service's time, while the offset is stale."""
+        if self.service_clock is None or not self.service_clock.stale:
+            return {}
+        return {"raw_response_hook": self._observe}
 
     def close(self) -> None:
         """Delete the open entries still queued, then close the HTTP session."""
@@ -277,7 +309,7 @@ class AzureTableLedger(BaseLedger):
         partition, row = self._keys(table, sha256)
         with _translated(f"read {sha256[:12]} of {table}"):
             try:
-                entity = self._client.get_entity(partition, row)
+                entity = self._client.get_entity(partition, row, **self._time_hook())
             except ResourceNotFoundError:
                 return None
         return self._record(entity, entity.metadata["etag"])

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from ingest_core.errors import LeaseLostError, LedgerConflictError
+from ingest_core.owners import owner_gone
 
 PROCESSING = "processing"
 SUCCEEDED = "succeeded"
@@ -70,8 +71,15 @@ class FileRecord:
     id an earlier generation left in the log does not block the re-ingest."""
 
     def lease_live(self, now: datetime) -> bool:
-        """Whether a `processing` row is still held by its owner at `now`."""
-        return self.status == PROCESSING and self.lease_until is not None and self.lease_until > now
+        """Whether a `processing` row is still held by its owner at `now`.
+
+        A lease whose owner is known dead (a process of this host that is gone,
+        `owners.owner_gone`) is not live, however long it had to run.
+        """
+        return (
+            self.status == PROCESSING and self.lease_until is not None
+            and self.lease_until > now and not owner_gone(self.owner)
+        )
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view (times as ISO 8601, no store version)."""
@@ -148,6 +156,18 @@ def unread_key(path: str) -> str:
     hash to it, the row is only `failed`: that file's claim takes it over.
     """
     return hashlib.sha256(b"ingest-core unread file\0" + path.encode()).hexdigest()
+
+
+def last_look(record: FileRecord, max_attempts: int) -> bool:
+    """Whether an exhausted row still gets one claim, to look in the table before giving up.
+
+    A worker that died on the last attempt (`processing`, its lease gone) may
+    have committed first: the takeover (attempt `max_attempts + 1`) must look
+    for the rows (transaction id, lineage) and complete the row if they are
+    there, and write nothing. A `failed` row's worker saw its attempt fail, and
+    a last look that died too is not given another: both are quarantined.
+    """
+    return record.status == PROCESSING and record.attempt == max_attempts
 
 
 def bound_error(text: str) -> str:
@@ -374,7 +394,7 @@ class BaseLedger(ABC):
             return Claim("quarantined", self._note_sighting(existing, fresh.path))
         if existing.lease_live(now):
             return Claim("in_progress", existing)
-        if existing.attempt >= max_attempts:
+        if existing.attempt >= max_attempts and not last_look(existing, max_attempts):
             gave_up = dataclasses.replace(
                 existing,
                 status=QUARANTINED,
@@ -509,6 +529,25 @@ class BaseLedger(ABC):
 
         return self._write_as_owner(record, failed) or self._get_or(record, failed)
 
+    def give_back(
+        self, record: FileRecord, reason: str, *, run_id: str | None = None
+    ) -> FileRecord | None:
+        """Return a claim this worker owns unused: `failed`, no lease, this attempt not counted.
+
+        For an interrupted run or an environment error (nothing was wrong with
+        the file): the next claim takes the row at once, and its attempt count
+        ends where it was before this claim. None when the row is no longer ours.
+        """
+
+        def returned(row: FileRecord) -> FileRecord:
+            return dataclasses.replace(
+                row, status=FAILED, owner=None, lease_until=None,
+                attempt=max(row.attempt - 1, 0), error=bound_error(reason),
+                updated_at=self.now(), run_id=run_id or row.run_id,
+            )
+
+        return self._write_as_owner(record, returned)
+
     def _get_or(self, record: FileRecord, change: Callable[[FileRecord], FileRecord]) -> FileRecord:
         """The row as another owner left it (or, if gone, what we meant to write)."""
         return self._get(record.table, record.sha256) or change(record)
@@ -531,6 +570,41 @@ class BaseLedger(ABC):
         if claim.outcome != "claimed":
             return claim.record
         return self.fail(claim.record, error)
+
+    def resolve_unread(
+        self, record: FileRecord, sha256: str, *, run_id: str | None = None
+    ) -> FileRecord | None:
+        """Close a path's unread row (`record_unread`) once a later read of the path worked.
+
+        The content now has a row of its own (key `sha256`), which carries the
+        file's state from here on; the unread row becomes `succeeded`, naming
+        that content, so retries and maintenance stop downloading the path for
+        it. A row in another state (quarantined, live, settled) is left as it is.
+        """
+        if record.sha256 != unread_key(record.path):
+            raise ValueError(f"{record.sha256} is not the unread row of {record.path}")
+        for _ in range(5):
+            current = self._get(record.table, record.sha256)
+            if current is None or not (
+                current.status == FAILED
+                or (current.status == PROCESSING and not current.lease_live(self.now()))
+            ):
+                return current
+            try:
+                return self._replace(
+                    dataclasses.replace(
+                        current, status=SUCCEEDED, owner=None, lease_until=None,
+                        error=bound_error(
+                            f"resolved: {current.path} was read later as content {sha256}; "
+                            f"that content's row is its record (last read error: {current.error})"
+                        ),
+                        updated_at=self.now(), run_id=run_id or current.run_id,
+                    ),
+                    current,
+                )
+            except LedgerConflictError:
+                continue
+        raise LedgerConflictError(f"could not close the unread row of {record.path}: retry")
 
     def dismiss(
         self, table: str, sha256: str, reason: str, *, run_id: str | None = None

@@ -7,6 +7,7 @@ the second path is recorded as a sighting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ingest_core.config import IngestConfig
@@ -35,6 +36,9 @@ class Claimer:
         self._config = config
         self._keeper = keeper
         self._settler = settler
+        self.last_look: Callable[[Work], IngestResult] | None = None
+        """Settles a takeover past the last attempt (`ledger.base.last_look`) without writing:
+        `succeeded` when its rows are in the table, else quarantined (`Committer.last_look`)."""
 
     def claim(
         self, fetched: Fetched, claimed_here: dict[str, str], run_id: str | None = None,
@@ -53,7 +57,7 @@ class Claimer:
         if isinstance(work, Work):
             self._keeper.hold(work.record)
             crash_point("after_claim")
-        return work
+        return self._past_last_attempt(work)
 
     def claim_many(
         self, fetched: list[Fetched], claimed_here: dict[str, str], run_id: str | None = None
@@ -76,7 +80,7 @@ class Claimer:
                 self._keeper.hold(work.record)
         if any(isinstance(work, Work) for work in works):
             crash_point("after_claim")
-        return works
+        return [self._past_last_attempt(work) for work in works]
 
     def _claim(
         self, fetched: Fetched, copy: LocalCopy, claimed_here: dict[str, str],
@@ -102,3 +106,13 @@ class Claimer:
         claimed_here[copy.sha256] = fetched.file.uri
         return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started,
                     run_id=run_id)
+
+    def _past_last_attempt(self, work: Work | IngestResult) -> Work | IngestResult:
+        """A held claim taken over past the last attempt (its worker died) is settled by what
+        the table holds (`last_look`), never written again."""
+        if (
+            isinstance(work, Work) and self.last_look is not None
+            and work.record.attempt > self._config.max_attempts
+        ):
+            return self.last_look(work)
+        return work

@@ -10,12 +10,19 @@ the others. Not thread-safe: the event path serialises its use.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest_core.config import IngestConfig
-from ingest_core.errors import ConfigurationError, IngestError
+from ingest_core.errors import (
+    AttemptsExhaustedError,
+    ConfigurationError,
+    IngestError,
+    StorageRefusedError,
+)
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.read import Reader
 from ingest_core.pipeline.settle import Settler
@@ -45,6 +52,8 @@ class Committer:
         self._keeper = keeper
         self._target: DeltaTarget | None = None
         self.lock = threading.Lock()
+        self._writable = False
+        """A local table's folder was found writable (`_check_writable`)."""
         """Held by concurrent callers (the event path): one file at a time goes through here."""
         self._bad_rows: BadRowsTable | None = None
         self._bad_rows_lock = threading.Lock()
@@ -91,6 +100,7 @@ class Committer:
                 self._created()
                 return
             except Exception as exc:
+                self._stop_if_refused(batch, exc)
                 last_error = exc
                 if not self._retry_commit(exc):
                     break
@@ -119,6 +129,7 @@ class Committer:
                 last_error = exc
                 break
             except Exception as exc:
+                self._stop_if_refused([work], exc)
                 last_error = exc
                 if not self._retry_commit(exc):
                     break
@@ -143,6 +154,9 @@ class Committer:
                 if work.sha256 not in lost:
                     self._settler.give_back(work, str(exc))
             raise
+        except Exception as exc:  # a storage that refuses (403): stop; anything else goes up
+            self._stop_if_refused([w for w in works if w.sha256 not in lost], exc)
+            raise
         remaining = []
         for work in works:
             if work.sha256 in lost:
@@ -160,6 +174,24 @@ class Committer:
             else:
                 remaining.append(work)
         return remaining, results
+
+    def last_look(self, work: Work) -> IngestResult:
+        """Settle a takeover past the last attempt, writing nothing.
+
+        Its worker died on the last attempt, maybe after its commit: the rows
+        found in the table (transaction id, lineage) complete the row as
+        `succeeded`; otherwise the content is quarantined, attempts exhausted.
+        """
+        with self.lock:
+            remaining, results = self.guard([work])
+        if not remaining:
+            return results[0]
+        record = work.record
+        return self._settler.error(work, AttemptsExhaustedError(
+            f"{work.file.uri}: gave up after {record.attempt - 1} attempts (the last one's "
+            f"worker died, and its rows are not in the table); last error: {record.error}; "
+            "`ingest retry` takes it again"
+        ))
 
     def rows_by_lineage(self, work: Work, snapshot: DeltaTable | None) -> int | None:
         """The rows of a file taken over after its transaction id may have expired, if any.
@@ -187,6 +219,7 @@ class Committer:
         from ingest_core.delta import DeltaTarget
         from ingest_core.delta.writers import BatchAppend
 
+        self._check_writable()
         snapshot = self.target.current()  # the snapshot _guard checked the ids on
         stored = DeltaTarget.schema(snapshot)
         conformed = self._reader.conform(batch, stored)
@@ -236,9 +269,14 @@ class Committer:
         from ingest_core.delta.writers import CopyAsIs, RowCount, StreamAppend
 
         target = self.target
+        self._check_writable()
         snapshot = target.current()  # the snapshot _guard checked the ids on
         with self._reader.open(work) as opened:
             source = self._reader.as_is(work, opened)
+            if source is not None:
+                from ingest_core.schema import check_column_names
+
+                check_column_names(opened.schema, DeltaTarget.schema(snapshot), name=work.file.uri)
             if source is not None and CopyAsIs.fits(target, snapshot, opened.schema):
                 rows = opened.count_rows()  # every row decoded: a corrupt page is refused
                 version = CopyAsIs(opened.schema).write(
@@ -303,10 +341,59 @@ class Committer:
         self.target.forget()
         return is_commit_conflict(exc)
 
+    def _check_writable(self) -> None:
+        """Raise OSError, before delta-rs is asked to write, when a local table folder is not
+        writable (a read-only file system, no write permission); checked until it is."""
+        if self._writable or not self.target.ref.is_local:
+            return
+        from ingest_core.config import local_path
+
+        folder = local_path(self.target.ref.uri)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent  # a table not created yet: the folder it goes in
+        if os.access(folder, os.W_OK):
+            self._writable = True
+            return
+        try:
+            read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        if read_only:
+            raise OSError(errno.EROFS, "Read-only file system", str(folder))
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+
+    def _stop_if_refused(self, works: list[Work], exc: Exception) -> None:
+        """Give the claims back and stop the run when the table's storage refuses writes.
+
+        Raises StorageRefusedError (exit 2) naming the table, what is wrong and
+        the fix; the files count no attempt, so good files are never quarantined
+        for a read-only folder or a missing grant.
+        """
+        from ingest_core.delta.errors import storage_refusal
+
+        if isinstance(exc, IngestError):
+            return
+        refusal = storage_refusal(exc)
+        if refusal is None:
+            return
+        what, fix = refusal
+        message = (
+            f"cannot write the table {self.config.table_uri}: {what}; {fix}. "
+            f"No attempt was counted: run again once fixed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''})"
+        )
+        for work in works:
+            try:
+                self._settler.give_back(work, message)
+            except KeyError:
+                continue  # settled meanwhile
+        raise StorageRefusedError(message) from None
+
     def failed(self, work: Work, exc: Exception) -> IngestResult:
         """Settle a file whose write failed (a delta-rs schema refusal is not retried)."""
         from ingest_core.delta.errors import is_schema_error
 
+        self._stop_if_refused([work], exc)
         retryable = False if not isinstance(exc, IngestError) and is_schema_error(exc) else None
         return self._settler.error(work, exc, retryable=retryable)
 

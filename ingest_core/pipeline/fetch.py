@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest_core.config import is_local
-from ingest_core.errors import SourceChangedError
+from ingest_core.errors import BadNameError, SourceChangedError
 from ingest_core.sources import LocalCopy, SourceFile, Sources
 
 
@@ -41,6 +41,9 @@ class Fetcher:
     def fetch(self, file: SourceFile) -> Fetched:
         """Read and hash one file; a read failure is returned, not raised."""
         started = time.monotonic()
+        bad_name = _bad_name(file.uri)
+        if bad_name is not None:
+            return Fetched(file, started, bad_name)
         if file.size is not None and file.size > self._stream_bytes:
             _warm_writer_imports()
         try:
@@ -86,6 +89,27 @@ INLINE_BYTES = 1024 * 1024
 
 def _inline(file: SourceFile) -> bool:
     return file.size is not None and file.size <= INLINE_BYTES and is_local(file.uri)
+
+
+def printable(uri: str) -> str:
+    """`uri` as text any output takes: bytes that are not UTF-8 shown as `\\xff` escapes."""
+    try:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:
+        return uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return uri
+
+
+def _bad_name(uri: str) -> BadNameError | None:
+    """The error of a name that is not valid UTF-8 (listed with Python's surrogate escapes)."""
+    shown = printable(uri)
+    if shown == uri:
+        return None
+    return BadNameError(
+        f"{shown}: the file name is not valid UTF-8, so it cannot be recorded in the ledger "
+        "or the table; rename it to a UTF-8 name (e.g. `convmv -f latin1 -t utf-8 --notest "
+        "FILE`) and run again; the other files go on"
+    )
 
 
 def _warm_writer_imports() -> None:

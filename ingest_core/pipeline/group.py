@@ -122,7 +122,7 @@ class GroupPath:
                 return self._settler.ingested(work, version, rows)
         checked_at = group.snapshot_version  # commits after it are read before committing
         stored = group.table_schema()
-        if work.copy.size > self.config.stream_bytes or not self._stageable(stored):
+        if self._reader.too_big_to_read_whole(work) or not self._stageable(stored):
             return self._ingest_alone(work)
         try:
             self._reader.read_whole(work)
@@ -159,7 +159,7 @@ class GroupPath:
     def _ingest_alone(self, work: Work) -> IngestResult:
         """A commit of its own, as `ingest` gives a file (serialised within this process)."""
         with self._committer.lock:
-            if work.copy.size > self.config.stream_bytes and not self._merging:
+            if not self._merging and self._reader.too_big_to_read_whole(work):
                 results = list(self._committer.commit_stream(work))
             else:
                 if work.data is None:

@@ -39,6 +39,13 @@ class LeaseKeeper:
         with self._lock:
             return self._held.pop(sha256)
 
+    def release_all(self) -> list[FileRecord]:
+        """Stop renewing every held row; return them as last written (an interrupted run)."""
+        with self._lock:
+            held = list(self._held.values())
+            self._held.clear()
+            return held
+
     def renew_now(self, sha256s: list[str]) -> set[str]:
         """Renew these rows at once; return those whose lease was lost (dropped)."""
         with self._lock:

@@ -84,6 +84,25 @@ class Reader:
         """Raise SourceChangedError if the file changed since it was hashed."""
         self._sources.of(work.file.uri).verify(work.file, work.copy)
 
+    def too_big_to_read_whole(self, work: Work) -> bool:
+        """Whether `work` must be streamed: larger than `stream_bytes` on disk or once decoded.
+
+        Decoded size (`formats.decoded_size`: parquet's uncompressed row-group
+        sizes, gzip's inflated bytes) decides, so a small file that inflates to
+        far more than `stream_bytes` cannot exhaust memory by being read whole.
+        """
+        limit = self._config.stream_bytes
+        if work.copy.size > limit:
+            return True
+        from ingest_core.formats import decoded_size, format_of
+
+        try:
+            fmt = format_of(work.file.uri, self._config.format)
+        except IngestError:
+            return False  # its read reports the unknown format
+        delimiter = self._config.read.csv_delimiter
+        return decoded_size(work.copy.path, fmt, limit, delimiter) > limit
+
     def read_whole(self, work: Work) -> None:
         """Read a small file whole into `work.data` (transformed); raises IngestError."""
         with self.open(work) as opened:

@@ -7,17 +7,20 @@ its version and row count are the ones reported.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from ingest_core.errors import IngestError, LeaseLostError, SourceChangedError
+from ingest_core.errors import BadNameError, IngestError, LeaseLostError, SourceChangedError
 from ingest_core.faults import crash_point
 from ingest_core.ledger import SUCCEEDED, BaseLedger, Claim, FileRecord
-from ingest_core.pipeline.fetch import Fetched
+from ingest_core.pipeline.fetch import Fetched, printable
 from ingest_core.pipeline.lease import LeaseKeeper
 from ingest_core.pipeline.work import Work
 from ingest_core.results import IngestResult, Outcome
 from ingest_core.sources import LocalCopy, SourceFile
+
+_log = logging.getLogger(__name__)
 
 
 class Settler:
@@ -38,6 +41,8 @@ class Settler:
     def unread(self, fetched: Fetched, exc: Exception, run_id: str | None = None) -> IngestResult:
         """A file that could not be read: a `failed` row keyed by its path."""
         file = fetched.file
+        if isinstance(exc, BadNameError):  # nothing to key a row on: reported only
+            return result_of(file, "failed", fetched.started, error=str(exc))
         reason = str(exc) if isinstance(exc, SourceChangedError) else (
             f"{file.uri}: cannot read: {exc}; run again"
         )
@@ -118,9 +123,25 @@ class Settler:
                             bad_rows=len(work.bad_rows) if work.rescued_rows is not None else None)
 
     def give_back(self, work: Work, reason: str) -> None:
-        """Return the claim as `failed` (the next run takes it) when the run cannot go on."""
+        """Return the claim as `failed`, this attempt not counted, when the run cannot go on.
+
+        The file is not at fault (no table, an interrupted run): the next run
+        takes it at once and its attempt count is as it was before this claim.
+        """
         self._done_with(work)
-        self._ledger.fail(self._keeper.release(work.sha256), reason, run_id=work.run_id)
+        self._ledger.give_back(self._keeper.release(work.sha256), reason, run_id=work.run_id)
+
+    def give_back_held(self, reason: str) -> int:
+        """Give back every claim still held (an interrupted run); return how many."""
+        given = 0
+        for record in self._keeper.release_all():
+            try:
+                self._ledger.give_back(record, reason)
+            except Exception as exc:  # the ledger is what failed: the dead owner's lease expires
+                _log.warning("could not give back the claim of %s: %s", record.path, exc)
+                continue
+            given += 1
+        return given
 
     def lost(self, work: Work) -> IngestResult:
         """Another worker took the lease over: it finishes the file."""
@@ -163,6 +184,6 @@ class Settler:
 def result_of(file: SourceFile, status: Outcome, started: float, **extra: Any) -> IngestResult:
     """The result of one file, timed from `started` (`time.monotonic()`)."""
     return IngestResult(
-        path=file.uri, status=status, duration_s=time.monotonic() - started, **extra
+        path=printable(file.uri), status=status, duration_s=time.monotonic() - started, **extra
     )
 

@@ -124,6 +124,11 @@ class LocalSource:
             if local_identity(path) != before:
                 raise SourceChangedError(f"{file.uri} changed while it was hashed; run again")
         except FileNotFoundError as exc:
+            if path.is_symlink():
+                raise SourceChangedError(
+                    f"{file.uri}: is a link to {os.readlink(path)}, which does not exist; "
+                    "fix or remove the link (the other files go on)"
+                ) from exc
             raise SourceGoneError(
                 f"{file.uri} disappeared before it could be read; nothing to ingest"
             ) from exc
