@@ -328,9 +328,11 @@ class IdempotentIngestor:
                 return
             from ingest_core.pipeline import table_identity
 
-            if table_identity.local_table_absent(self.config.table_uri):
+            uri = self.config.table_uri
+            recorded = table_identity.read_recorded(self.ledger, self.table_key)
+            if table_identity.local_table_absent(uri):
                 # no table yet: nothing to recover, and deltalake stays unimported
-                if table_identity.verify(self.ledger, self.table_key, self.config.table_uri, None):
+                if table_identity.verify(self.ledger, self.table_key, uri, None, recorded):
                     self._committer.on_created = self._record_created
                 self._ledger_checked = True
                 return
@@ -345,7 +347,7 @@ class IdempotentIngestor:
             table_identity.verify_txn_retention(
                 self.config.table_uri, snapshot, self.config.txn_retention
             )
-            if table_identity.verify(self.ledger, self.table_key, self.config.table_uri, snapshot):
+            if table_identity.verify(self.ledger, self.table_key, uri, snapshot, recorded):
                 self._committer.on_created = self._record_created
             self._ledger_checked = True
             if self.ledger.records(table=self.table_key, limit=1):

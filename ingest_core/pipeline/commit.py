@@ -164,13 +164,13 @@ class Committer:
             elif target.has_landed(snapshot, work.sha256, work.record.generation):
                 assert snapshot is not None
                 landing = target.locate(snapshot, work.sha256, work.record.generation)
-                results.append(self._settler.ingested(work, landing.version, landing.rows))
+                results.append(self._settler.found(work, landing.version, landing.rows))
             elif (rows := self.rows_by_lineage(work, snapshot)) is not None:
                 assert snapshot is not None
                 version = target.locate(  # while the log has it
                     snapshot, work.sha256, work.record.generation
                 ).version
-                results.append(self._settler.ingested(work, version, rows))
+                results.append(self._settler.found(work, version, rows))
             else:
                 remaining.append(work)
         return remaining, results
@@ -299,13 +299,19 @@ class Committer:
         return self._settler.ingested(work, version, counted.value)
 
     def settle_found(self, work: Work, version: int | None, rows: int | None) -> IngestResult:
-        """Settle a file found in the table (its version and rows looked up when not known)."""
+        """Settle a file an earlier attempt committed: `skipped`, with its version."""
+        return self._settler.found(work, *self.landing(work, version, rows))
+
+    def landing(
+        self, work: Work, version: int | None, rows: int | None
+    ) -> tuple[int | None, int | None]:
+        """The version and rows of a file's commit, looked up in the table when not known."""
         if rows is None:
             snapshot = self.target.snapshot()
             if snapshot is not None:
                 landing = self.target.locate(snapshot, work.sha256, work.record.generation)
                 version, rows = landing.version, landing.rows
-        return self._settler.ingested(work, version, rows)
+        return version, rows
 
     def keep_bad_rows(self, works: list[Work]) -> None:
         """Commit each file's unparseable rows to the bad-rows table, before its own rows."""

@@ -96,10 +96,12 @@ class GroupPath:
             committed = group.commit(intent)
         except StagedSchemaError as exc:
             return self._settler.error(work, exc, retryable=True)
-        if committed.rows is None:  # found in the log's base snapshot: its version is unknown
+        version: int | None = committed.version
+        rows = committed.rows
+        if rows is None:  # carried by a commit now in the log's base snapshot: look it up
             with self._committer.lock:
-                return self._committer.settle_found(work, committed.version, None)
-        return self._settler.ingested(work, committed.version, committed.rows)
+                version, rows = self._committer.landing(work, version, None)
+        return self._settler.ingested(work, version, rows)
 
     def _stage(self, work: Work, group: GroupCommit) -> tuple[Intent, int] | IngestResult:
         """Read, conform and stage one file; its result instead when it goes another way."""
@@ -119,7 +121,7 @@ class GroupPath:
                 if rows is not None and snapshot is not None:
                     version = self._committer.target.locate(snapshot, work.sha256).version
             if rows is not None:
-                return self._settler.ingested(work, version, rows)
+                return self._settler.found(work, version, rows)
         checked_at = group.snapshot_version  # commits after it are read before committing
         stored = group.table_schema()
         if self._reader.too_big_to_read_whole(work) or not self._stageable(stored):

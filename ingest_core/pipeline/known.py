@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from ingest_core.config import is_local
 from ingest_core.ledger import BaseLedger, FileRecord
+from ingest_core.pipeline.fetch import printable
 from ingest_core.pipeline.settle import result_of
 from ingest_core.results import IngestResult
 from ingest_core.sources import SourceFile
@@ -52,7 +53,8 @@ class KnownFiles:
     def _split(self, files: list[SourceFile]) -> Iterator[SourceFile | IngestResult]:
         started = time.monotonic()
         rows: dict[str, list[FileRecord]] = {}
-        for row in self._ledger.succeeded_at(self._table_key, [f.uri for f in files]):
+        named = [f.uri for f in files if printable(f.uri) == f.uri]  # others fail their fetch
+        for row in self._ledger.succeeded_at(self._table_key, named):
             rows.setdefault(row.path, []).append(row)
         for file in files:
             found = _proven(file, rows.get(file.uri, ()))

@@ -112,6 +112,14 @@ class Settler:
             for row, (work, version, count) in zip(rows, done, strict=True)
         ]
 
+    def found(self, work: Work, version: int | None, rows: int | None) -> IngestResult:
+        """The content was already in the table (an earlier attempt committed it): its row
+        is completed as `succeeded`, and the file is `skipped`, with the version that holds
+        it; its rows were written before, not by this run."""
+        ingested = self.ingested(work, version, rows)
+        ingested.status = "skipped"
+        return ingested
+
     def _ingested(
         self, work: Work, version: int | None, rows: int | None, row: FileRecord
     ) -> IngestResult:

@@ -17,6 +17,7 @@ a rerun skips any file as known: `precheck_local`, without deltalake):
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,12 +32,6 @@ SAMPLE_ROWS = 50
 """Succeeded rows read to tell a ledger that committed to a table from one that never did."""
 
 
-def committed_rows(ledger: BaseLedger, table: str) -> int:
-    """How many of a sample of `table`'s succeeded rows name a Delta version (0: none)."""
-    rows = ledger.records(table=table, status=SUCCEEDED, limit=SAMPLE_ROWS)
-    return sum(1 for r in rows if r.delta_version is not None)
-
-
 def fix_hint(uri: str) -> str:
     """What to run once the table is not the ledger's any more."""
     return (
@@ -45,9 +40,35 @@ def fix_hint(uri: str) -> str:
     )
 
 
-def verify(ledger: BaseLedger, table: str, uri: str, snapshot: DeltaTable | None) -> bool:
+@dataclass(frozen=True)
+class Recorded:
+    """What the ledger says of a table, read before the table is looked at.
+
+    In that order, a table another worker creates meanwhile is never taken
+    for a deleted one: its id is recorded only after it exists.
+    """
+
+    table_id: str | None
+    """The Delta table id recorded (None: none yet)."""
+    committed: int
+    """How many of a sample of `succeeded` rows name a Delta version."""
+    newest: int
+    """The newest Delta version those rows name (-1: none)."""
+
+
+def read_recorded(ledger: BaseLedger, table: str) -> Recorded:
+    """What the ledger records of `table` (one identity read, one sample of rows)."""
+    rows = ledger.records(table=table, status=SUCCEEDED, limit=SAMPLE_ROWS)
+    versions = [r.delta_version for r in rows if r.delta_version is not None]
+    return Recorded(ledger.table_identity(table), len(versions), max(versions, default=-1))
+
+
+def verify(
+    ledger: BaseLedger, table: str, uri: str, snapshot: DeltaTable | None, recorded: Recorded
+) -> bool:
     """Check the table is the one the ledger describes; record its id when first seen.
 
+    `recorded` must be read (`read_recorded`) before `snapshot` was loaded.
     Returns True when the table does not exist yet (its id is recorded once
     created: `record_created`).
 
@@ -56,26 +77,22 @@ def verify(ledger: BaseLedger, table: str, uri: str, snapshot: DeltaTable | None
     """
     from ingest_core.delta.target import table_id
 
-    recorded = ledger.table_identity(table)
     if snapshot is None:
-        if recorded is not None or committed_rows(ledger, table):
-            raise _gone(uri, recorded)
+        if recorded.table_id is not None or recorded.committed:
+            raise _gone(uri, recorded.table_id)
         return True
     current = table_id(snapshot)
-    if recorded is None:
-        newest = max(
-            (r.delta_version or -1 for r in ledger.records(
-                table=table, status=SUCCEEDED, limit=SAMPLE_ROWS)),
-            default=-1,
-        )
-        if newest > snapshot.version():  # the ledger's versions are past this table's tip
+    if recorded.table_id is None:
+        if recorded.newest > snapshot.version():  # the ledger's versions are past this tip
             raise TableIdentityError(
-                f"table {uri} was replaced: the ledger records a commit at version {newest}, "
-                f"the table is at version {snapshot.version()}; {fix_hint(uri)}"
+                f"table {uri} was replaced: the ledger records a commit at version "
+                f"{recorded.newest}, the table is at version {snapshot.version()}; "
+                f"{fix_hint(uri)}"
             )
-        ledger.record_table_identity(table, current)
-    elif recorded != current:
-        raise _replaced(uri, current, recorded)
+        if ledger.table_identity(table) is None:  # not recorded meanwhile by its creator
+            ledger.record_table_identity(table, current)
+    elif recorded.table_id != current:
+        raise _replaced(uri, current, recorded.table_id)
     return False
 
 
@@ -97,13 +114,13 @@ def precheck_local(ledger: BaseLedger, table: str, uri: str) -> None:
     """
     if not is_local(uri):
         return
+    recorded = read_recorded(ledger, table)
     if local_table_absent(uri):
-        verify(ledger, table, uri, None)
+        verify(ledger, table, uri, None, recorded)
         return
-    recorded = ledger.table_identity(table)
     current = _first_metadata_id(local_path(uri) / "_delta_log" / f"{0:020d}.json")
-    if recorded is not None and current is not None and current != recorded:
-        raise _replaced(uri, current, recorded)
+    if recorded.table_id is not None and current is not None and current != recorded.table_id:
+        raise _replaced(uri, current, recorded.table_id)
 
 
 def _first_metadata_id(first_entry: Path) -> str | None:
