@@ -260,3 +260,19 @@ def test_a_corrupt_page_behind_a_sound_footer_is_quarantined_not_copied(
         result = ing.ingest_file(str(path))
     assert result.status == "quarantined" and "bad.parquet" in (result.error or "")
     assert not Path(table_uri).exists() or not list(Path(table_uri).glob("*.parquet"))
+
+
+def test_row_groups_are_encoded_by_two_writers_into_two_files_holding_every_row_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(data_files, "ROW_GROUP_ROWS", 1000)  # five row groups of 1,000 rows
+    schema = pa.schema([("id", pa.int64())])
+    batches = [pa.record_batch([pa.array(range(i, i + 500))], schema=schema)
+               for i in range(0, 5000, 500)]
+    actions = write_files(tmp_path / "t", iter(batches), schema)
+    assert len(actions) == data_files.WRITERS == 2
+    files = [pq.ParquetFile(tmp_path / "t" / a.path) for a in actions]
+    assert sorted(f.metadata.num_row_groups for f in files) == [2, 3]  # alternated
+    ids = sorted(i for f in files for i in f.read().column("id").to_pylist())
+    assert ids == list(range(5000))
+    assert sum(json.loads(a.stats)["numRecords"] for a in actions) == 5000

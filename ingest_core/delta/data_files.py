@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -33,10 +34,12 @@ from deltalake.transaction import AddAction
 
 ROW_GROUP_ROWS = 1024 * 1024
 """Rows per row group at most, as delta-rs writes them."""
-ROW_GROUP_BYTES = 40 * 1024 * 1024
-"""A row group is cut once its decoded rows reach this size. Two row groups are
-in memory: on the benchmark file (~600k rows a group) peak RSS ~285 MiB, where
-64 MiB groups peaked near 340 MiB."""
+ROW_GROUP_BYTES = 27 * 1024 * 1024
+"""A row group is cut once its decoded rows reach this size. `WRITERS` + 1 row groups
+are in memory (3 x 27 MiB: what 2 x 40 MiB were with one writer thread; 64 MiB
+groups with one writer peaked near 340 MiB on the benchmark file)."""
+WRITERS = 2
+"""Threads encoding row groups, each into its own data file."""
 FILE_BYTES = 256 * 1024 * 1024
 """A new data file is started once the current one reaches this size."""
 DICTIONARY_BYTES = 256 * 1024
@@ -99,39 +102,51 @@ def write_files(
 ) -> list[AddAction]:
     """Write `batches` (all of `schema`) as parquet files in `root`; their add actions.
 
-    Row groups are encoded on a writer thread while the next one is read, so
-    two row groups are in memory at most. Files are named as delta-rs names
-    them, so a killed write leaves the leftovers the ingestor already expects.
+    Row groups are encoded on `WRITERS` writer threads, each into its own
+    file, while the next one is read: encoding (single-threaded in a parquet
+    writer) is what bounds a large file's write, and this keeps both cores
+    busy. At most `WRITERS` + 1 row groups are in memory. Files are named as
+    delta-rs names them, so a killed write leaves the leftovers the ingestor
+    already expects.
     """
     root.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    writer: pq.ParquetWriter | None = None
+    naming = threading.Lock()
+    writers: list[pq.ParquetWriter | None] = [None] * WRITERS
+    paths: list[Path | None] = [None] * WRITERS
 
-    def write(rows: pa.Table) -> None:
-        nonlocal writer
-        if writer is not None and written[-1].stat().st_size >= FILE_BYTES:
+    def write(slot: int, rows: pa.Table) -> None:
+        writer, path = writers[slot], paths[slot]
+        if writer is not None and path is not None and path.stat().st_size >= FILE_BYTES:
             writer.close()
             writer = None
         if writer is None:
-            written.append(root / f"part-{len(written):05d}-{uuid.uuid4()}-c000.snappy.parquet")
+            with naming:
+                path = root / f"part-{len(written):05d}-{uuid.uuid4()}-c000.snappy.parquet"
+                written.append(path)
             writer = pq.ParquetWriter(
-                written[-1], schema, compression="snappy", store_schema=False,
+                path, schema, compression="snappy", store_schema=False,
                 dictionary_pagesize_limit=DICTIONARY_BYTES,
             )
+            writers[slot], paths[slot] = writer, path
         writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
         # mimalloc keeps freed pages: without this, peak RSS ~60 MiB higher (measured)
         pa.default_memory_pool().release_unused()
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer") as pool:
-        pending: Future[None] | None = None
-        for rows in _row_groups(batches, schema):
-            if pending is not None:
-                pending.result()
-            pending = pool.submit(write, rows)
-        if pending is not None:
-            pending.result()
-        if writer is not None:
-            writer.close()
+    with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="parquet-writer") as pool:
+        pending: list[Future[None] | None] = [None] * WRITERS
+        for index, rows in enumerate(_row_groups(batches, schema)):
+            slot = index % WRITERS
+            before = pending[slot]
+            if before is not None:
+                before.result()
+            pending[slot] = pool.submit(write, slot, rows)
+        for future in pending:
+            if future is not None:
+                future.result()
+        for writer in writers:
+            if writer is not None:
+                writer.close()
     return [add_action(path, root) for path in written]
 
 
