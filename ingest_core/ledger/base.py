@@ -583,28 +583,18 @@ class BaseLedger(ABC):
         """
         if record.sha256 != unread_key(record.path):
             raise ValueError(f"{record.sha256} is not the unread row of {record.path}")
-        for _ in range(5):
-            current = self._get(record.table, record.sha256)
-            if current is None or not (
-                current.status == FAILED
-                or (current.status == PROCESSING and not current.lease_live(self.now()))
-            ):
-                return current
-            try:
-                return self._replace(
-                    dataclasses.replace(
-                        current, status=SUCCEEDED, owner=None, lease_until=None,
-                        error=bound_error(
-                            f"resolved: {current.path} was read later as content {sha256}; "
-                            f"that content's row is its record (last read error: {current.error})"
-                        ),
-                        updated_at=self.now(), run_id=run_id or current.run_id,
-                    ),
-                    current,
-                )
-            except LedgerConflictError:
-                continue
-        raise LedgerConflictError(f"could not close the unread row of {record.path}: retry")
+        return self._change_row(
+            record.table, record.sha256, f"close the unread row of {record.path}",
+            when=self._stopped,
+            change=lambda current: dataclasses.replace(
+                current, status=SUCCEEDED, owner=None, lease_until=None,
+                error=bound_error(
+                    f"resolved: {current.path} was read later as content {sha256}; "
+                    f"that content's row is its record (last read error: {current.error})"
+                ),
+                updated_at=self.now(), run_id=run_id or current.run_id,
+            ),
+        )
 
     def dismiss(
         self, table: str, sha256: str, reason: str, *, run_id: str | None = None
@@ -615,25 +605,14 @@ class BaseLedger(ABC):
         failed): retries stop taking it, and the row says why. A row in any
         other state, or a live lease, is returned as it is.
         """
-        for _ in range(5):
-            current = self._get(table, sha256)
-            if current is None or not (
-                current.status == FAILED
-                or (current.status == PROCESSING and not current.lease_live(self.now()))
-            ):
-                return current
-            try:
-                return self._replace(
-                    dataclasses.replace(
-                        current, status=QUARANTINED, owner=None, lease_until=None,
-                        error=bound_error(f"dismissed: {reason}"), updated_at=self.now(),
-                        run_id=run_id or current.run_id,
-                    ),
-                    current,
-                )
-            except LedgerConflictError:
-                continue
-        raise LedgerConflictError(f"could not dismiss {sha256} in {table}: retry")
+        return self._change_row(
+            table, sha256, f"dismiss {sha256} in {table}", when=self._stopped,
+            change=lambda current: dataclasses.replace(
+                current, status=QUARANTINED, owner=None, lease_until=None,
+                error=bound_error(f"dismissed: {reason}"), updated_at=self.now(),
+                run_id=run_id or current.run_id,
+            ),
+        )
 
     def release(
         self, table: str, sha256: str, *, run_id: str | None = None
@@ -642,21 +621,14 @@ class BaseLedger(ABC):
 
         `run_id`: the run releasing it (None keeps the row's).
         """
-        for _ in range(5):
-            current = self._get(table, sha256)
-            if current is None or current.status != QUARANTINED:
-                return current
-            try:
-                return self._replace(
-                    dataclasses.replace(
-                        current, status=FAILED, attempt=0, updated_at=self.now(),
-                        run_id=run_id or current.run_id,
-                    ),
-                    current,
-                )
-            except LedgerConflictError:
-                continue
-        raise LedgerConflictError(f"could not release {sha256} in {table}: retry")
+        return self._change_row(
+            table, sha256, f"release {sha256} in {table}",
+            when=lambda current: current.status == QUARANTINED,
+            change=lambda current: dataclasses.replace(
+                current, status=FAILED, attempt=0, updated_at=self.now(),
+                run_id=run_id or current.run_id,
+            ),
+        )
 
     def reopen(self, table: str, sha256: str, reason: str) -> FileRecord | None:
         """Send a `succeeded` row whose rows the table no longer holds back for ingestion.
@@ -667,22 +639,35 @@ class BaseLedger(ABC):
         lost commit left in the Delta log does not make the guard skip it. A
         row in any other state is returned as it is (None: no row).
         """
+        return self._change_row(
+            table, sha256, f"reopen {sha256} in {table}",
+            when=lambda current: current.status == SUCCEEDED,
+            change=lambda current: dataclasses.replace(
+                current, status=FAILED, attempt=0, owner=None, lease_until=None,
+                generation=current.generation + 1,
+                error=bound_error(f"reopened: {reason}"), updated_at=self.now(),
+            ),
+        )
+
+    def _stopped(self, row: FileRecord) -> bool:
+        """A `failed` row, or a `processing` one whose owner is gone."""
+        return row.status == FAILED or (row.status == PROCESSING and not row.lease_live(self.now()))
+
+    def _change_row(
+        self, table: str, sha256: str, action: str, *,
+        when: Callable[[FileRecord], bool], change: Callable[[FileRecord], FileRecord],
+    ) -> FileRecord | None:
+        """Write `change(row)` over the row if `when(row)`, re-reading after a conflict;
+        the row as it is otherwise (None: no row)."""
         for _ in range(5):
             current = self._get(table, sha256)
-            if current is None or current.status != SUCCEEDED:
+            if current is None or not when(current):
                 return current
             try:
-                return self._replace(
-                    dataclasses.replace(
-                        current, status=FAILED, attempt=0, owner=None, lease_until=None,
-                        generation=current.generation + 1,
-                        error=bound_error(f"reopened: {reason}"), updated_at=self.now(),
-                    ),
-                    current,
-                )
+                return self._replace(change(current), current)
             except LedgerConflictError:
                 continue
-        raise LedgerConflictError(f"could not reopen {sha256} in {table}: retry")
+        raise LedgerConflictError(f"could not {action}: retry")
 
     # -- which Delta table a table key describes ------------------------------
 
