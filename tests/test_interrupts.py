@@ -74,9 +74,15 @@ def start_run(tmp_path: Path, landing: Path, table: str, *extra: str) -> subproc
     )
 
 
-def wait_for_claims(proc: subprocess.Popen[str], ledger: Path, at_least: int) -> None:
+def wait_for_claims(
+    proc: subprocess.Popen[str], ledger: Path, at_least: int, succeeded: int = 0
+) -> None:
+    """Until `at_least` files are held (`processing`) and `succeeded` are done."""
     deadline = time.monotonic() + 60
-    while count_status(ledger, "processing") < at_least:
+    while (
+        count_status(ledger, "processing") < at_least
+        or count_status(ledger, "succeeded") < succeeded
+    ):
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run never claimed files"
         time.sleep(0.02)
@@ -123,7 +129,10 @@ def test_ctrl_c_reaches_worker_processes_and_they_give_their_claims_back(tmp_pat
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         start_new_session=True, preexec_fn=_default_signals,
     )
-    wait_for_claims(proc, ledger, 10)
+    # a first chunk finished (its worker is held in its second), the other worker's in hand;
+    # a moment more, so that the finished chunk's results have reached the parent
+    wait_for_claims(proc, ledger, 10, succeeded=25)
+    time.sleep(0.5)
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
