@@ -571,11 +571,19 @@ def test_worker_killed_in_the_group_commit_is_recovered_by_redelivery_exactly_on
         files = {f.uri: f for f in session.list_sources(paths)}
         with ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda p: session.ingest_one(files[p]), paths * 2))
-    # killed after its commit: the redeliveries find every file in the table (skipped)
-    ingested = 0 if point == "after_group_commit" else 4
-    assert sorted(r.status for r in results) == (
-        ["ingested"] * ingested + ["skipped"] * (8 - ingested)
-    ), [(r.path, r.status, r.error) for r in results]
+    # Each path's two redeliveries settle it once: ingested by one, skipped by the other; or
+    # skipped by both where it was found in the table: always so when the killed worker had
+    # committed it, and where a rival's commit carried the dead worker's staged file first.
+    statuses = [(r.path, r.status) for r in results]
+    assert {s for _, s in statuses} <= {"ingested", "skipped"}, [
+        (r.path, r.status, r.error) for r in results
+    ]
+    for path in paths:
+        assert sorted(s for p, s in statuses if p == path) in (
+            ["ingested", "skipped"], ["skipped", "skipped"]
+        ), statuses
+    if point == "after_group_commit":
+        assert {s for _, s in statuses} == {"skipped"}
     rows = lake.ledger_rows()
     assert {r.status for r in rows} == {SUCCEEDED}
     assert all(r.delta_version is not None for r in rows)
