@@ -214,6 +214,18 @@ def ingest_paths(
         return ing.run(ing.list_sources(paths)).counts
 
 
+def kill_at(point: str, monkeypatch: Any, *args: Any) -> int | None:
+    """Run `ingest_paths(*args)` in a spawned process armed at crash `point`; its exit code."""
+    import multiprocessing
+
+    monkeypatch.setenv("INGEST_FAULT_POINT", point)
+    proc = multiprocessing.get_context("spawn").Process(target=ingest_paths, args=args)
+    proc.start()
+    monkeypatch.delenv("INGEST_FAULT_POINT")
+    proc.join(120)
+    return proc.exitcode
+
+
 def _append_line(path: Path, record: dict[str, Any]) -> None:
     """One JSON line, written with a single write(2): it survives a SIGKILL that follows."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)

@@ -21,7 +21,7 @@ import pytest
 from deltalake import DeltaTable
 from exactly_once import (
     check_exactly_once,
-    ingest_paths,
+    kill_at,
     ledger_uri,
     log_commits,
     txn_versions,
@@ -43,16 +43,6 @@ def write_ids(path: Path, start: int, rows: int = ROWS) -> str:
     ids = list(range(start, start + rows))
     pq.write_table(pa.table({"id": ids, "amount": [i * 7919 % 10007 * 1.5 for i in ids]}), path)
     return str(path)
-
-
-def kill_at(point: str, monkeypatch, *args) -> int | None:
-    """Run `ingest_paths(*args)` in a spawned process armed at `point`; its exit code."""
-    monkeypatch.setenv("INGEST_FAULT_POINT", point)
-    proc = SPAWN.Process(target=ingest_paths, args=args)
-    proc.start()
-    monkeypatch.delenv("INGEST_FAULT_POINT")
-    proc.join(120)
-    return proc.exitcode
 
 
 class Scenario:

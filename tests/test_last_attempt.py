@@ -8,18 +8,16 @@ When the rows are not there, the content is quarantined without a write.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from pathlib import Path
 
 import pytest
-from exactly_once import ingest_paths, ledger_uri
+from exactly_once import kill_at, ledger_uri
 from helpers import id_counts, write_parquet
 
 from ingest_core import IdempotentIngestor, StorageConfig
 from ingest_core.ledger import PROCESSING, QUARANTINED, SUCCEEDED
 
-SPAWN = multiprocessing.get_context("spawn")
 OPTIONS = {"max_attempts": 1, "lease_seconds": 1.0}
 
 
@@ -27,15 +25,6 @@ OPTIONS = {"max_attempts": 1, "lease_seconds": 1.0}
 def ledger_kind(request: pytest.FixtureRequest) -> tuple[str, str | None]:
     connection = request.getfixturevalue("azurite") if request.param == "azure_table" else None
     return request.param, connection
-
-
-def die_at(point: str, monkeypatch: pytest.MonkeyPatch, *args: object) -> int | None:
-    monkeypatch.setenv("INGEST_FAULT_POINT", point)
-    proc = SPAWN.Process(target=ingest_paths, args=args)
-    proc.start()
-    monkeypatch.delenv("INGEST_FAULT_POINT")
-    proc.join(120)
-    return proc.exitcode
 
 
 @pytest.mark.parametrize("point", ["after_commit", "after_claim"])
@@ -47,7 +36,7 @@ def test_death_on_the_last_attempt_is_settled_by_what_the_table_holds(
     table = str(tmp_path / "lake" / "orders")
     ledger = ledger_uri(kind, tmp_path, unique_name)
     path = str(write_parquet(tmp_path / "landing" / "a.parquet", 0, 5))
-    assert die_at(point, monkeypatch, table, ledger, [path], OPTIONS, connection) == -9
+    assert kill_at(point, monkeypatch, table, ledger, [path], OPTIONS, connection) == -9
     storage = StorageConfig(connection_string=connection)
     with IdempotentIngestor(table=table, ledger=ledger, storage=storage, **OPTIONS) as ing:
         [row] = ing.ledger.records()
