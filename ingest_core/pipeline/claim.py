@@ -55,7 +55,6 @@ class Claimer:
         crash_point("after_hash")
         work = self._claim(fetched, fetched.copy, claimed_here, run_id, expect_new=expect_new)
         if isinstance(work, Work):
-            self._keeper.hold(work.record)
             crash_point("after_claim")
         return self._past_last_attempt(work)
 
@@ -63,8 +62,8 @@ class Claimer:
         self, fetched: list[Fetched], claimed_here: dict[str, str], run_id: str | None = None
     ) -> list[Work | IngestResult]:
         """`claim` for each file, in order, the ledger's writes grouped (`BaseLedger.batch`:
-        one SQLite transaction). Leases are held, and the crash points fire, once the
-        group is written: a worker never stops while it holds the ledger's write lock."""
+        one SQLite transaction). The crash points fire once the group is written: a worker
+        never stops while it holds the ledger's write lock."""
         if len(fetched) <= 1:
             return [self.claim(f, claimed_here, run_id) for f in fetched]
         if any(not isinstance(f.copy, Exception) for f in fetched):
@@ -75,9 +74,6 @@ class Claimer:
                 else self._claim(f, f.copy, claimed_here, run_id)
                 for f in fetched
             ]
-        for work in works:
-            if isinstance(work, Work):
-                self._keeper.hold(work.record)
         if any(isinstance(work, Work) for work in works):
             crash_point("after_claim")
         return [self._past_last_attempt(work) for work in works]
@@ -104,6 +100,10 @@ class Claimer:
         if claim.outcome != "claimed":
             return self._settler.not_claimed(fetched, copy, claim)
         claimed_here[copy.sha256] = fetched.file.uri
+        # held at once, inside a claim group too: an interrupt between the group's write and
+        # a later hold would leave claims no one gives back (a rolled-back group's holds
+        # find no row, and give nothing back)
+        self._keeper.hold(claim.record)
         return Work(file=fetched.file, copy=copy, record=claim.record, started=fetched.started,
                     run_id=run_id)
 
