@@ -126,7 +126,9 @@ def main() -> None:
     with ThreadPoolExecutor(args.threads) as pool:
         list(pool.map(invoke, todo))
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    time.sleep(1.5)  # the ledger's batched deletions of open entries
+    from ingest_core.ledger.azure_table import _RETIRE_AFTER_S
+
+    time.sleep(_RETIRE_AFTER_S + 0.5)  # the ledger's batched deletions of open entries
     counting.clear()
     total = sum(counts.values())
     print(f"{args.files} files, {args.threads} at a time: "

@@ -47,7 +47,7 @@ import function_app
 from ingest_core import IngestConfig, StorageConfig
 from ingest_core.config import table_key
 from ingest_core.delta.data_files import write_file
-from ingest_core.delta.group_commit import ORPHANS, STAGING, GroupCommit
+from ingest_core.delta.group_commit import COMMIT_GAP_S, ORPHANS, STAGING, GroupCommit
 from ingest_core.delta.log import LOG_FOLDER
 from ingest_core.delta.maintain import maintain
 from ingest_core.delta.store import LocalStore, store_for
@@ -375,6 +375,7 @@ class CountingStore(LocalStore):
         super().__init__(root)
         self.calls: Counter[str] = Counter()
         self.listed: list[str] = []
+        self.listed_at: list[float] = []
 
     def read(self, path: str) -> bytes | None:
         self.calls["read"] += 1
@@ -388,6 +389,7 @@ class CountingStore(LocalStore):
     def records(self, prefix: str) -> dict[str, bytes]:
         self.calls["list"] += 1
         self.listed.append(prefix)
+        self.listed_at.append(time.time())
         return {p: LocalStore.read(self, p) or b"" for p in LocalStore.names(self, prefix)}
 
     def create(self, path: str, data: bytes) -> bool:
@@ -411,6 +413,48 @@ def _one_measured_group_commit(table: str, tmp: Path, first: int) -> Counter[str
         group.close()
     assert all(not prefix.startswith(LOG_FOLDER) for prefix in store.listed), store.listed
     return store.calls
+
+
+def test_a_commit_just_after_a_group_commit_waits_its_turn_without_listing_the_staged_files(
+    table_uri: str, tmp_path: Path
+):
+    write_deltalake(table_uri, rows_of([-1]))
+    store = CountingStore(Path(table_uri))
+    group = GroupCommit(TableRef.of(table_uri), store)
+    try:
+        group.table_schema()
+        surge = [stage(group, [10 + k], tmp_path) for k in range(3)]
+        carried = group.commit(surge[0])
+        assert group.log.tip_files == 3
+        tip = group.log.tip_time
+        late = stage(group, [20], tmp_path)
+        store.calls.clear()
+        store.listed_at.clear()
+        assert group.commit(late).version == carried.version + 1
+    finally:
+        group.close()
+    # others' files are surely on their way: no listing to find out, and no commit before
+    # its turn; then one listing for the commit itself
+    assert store.listed_at and min(store.listed_at) >= tip + COMMIT_GAP_S
+    assert store.calls["list"] == 1 and store.calls["create"] == 1
+
+
+def test_a_commit_just_after_a_commit_of_one_file_is_made_at_once(
+    table_uri: str, tmp_path: Path
+):
+    write_deltalake(table_uri, rows_of([-1]))
+    group = GroupCommit(TableRef.of(table_uri))
+    try:
+        group.table_schema()
+        group.commit(stage(group, [10], tmp_path))
+        assert group.log.tip_files == 1
+        late = stage(group, [20], tmp_path)
+        started = time.monotonic()
+        group.commit(late)
+        took = time.monotonic() - started
+    finally:
+        group.close()
+    assert took < COMMIT_GAP_S / 2, took  # lone events: nobody waits for company
 
 
 @pytest.mark.slow

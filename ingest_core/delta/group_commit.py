@@ -25,6 +25,7 @@ by another file (`_ingest_staging/orphans/`, cleaned by `clean`).
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 import uuid
@@ -65,6 +66,15 @@ Applied only when other writers' files are staged too (a surge across
 processes): the commit then waits until this long after the latest one, so
 it carries what arrived meanwhile. A lone event finds no one else's file
 staged and commits at once."""
+PACED_WAITS = 3
+"""The most times one commit waits for its turn (no commit waits for ever)."""
+COMMIT_JITTER_S = 0.1
+"""The most a paced commit waits on top of `COMMIT_GAP_S`, at random.
+
+Processes paced by the same commit would otherwise wake together and race
+for one version: one wins, the others lose a listing and a write each. With
+the jitter the first awake usually commits alone and the others find their
+files carried when they read the log."""
 
 
 class StagedSchemaError(Exception):
@@ -201,22 +211,37 @@ class GroupCommit:
             carried = self.log.landed.get(intent.sha256)  # by this process's last commit
             if carried is not None:
                 return carried
-            paced = False
+            waits = 0
             for _ in range(COMMIT_ATTEMPTS):
                 self.log.refresh()
                 found = self.log.find(intent.sha256, since=intent.checked_at)
                 if found is not None:
                     return found
                 self._linger()
-                committed = self._commit_staged(must=intent, pace=not paced)
+                pace = waits < PACED_WAITS
+                committed = (
+                    WAIT if pace and self._in_surge()
+                    else self._commit_staged(must=intent, pace=pace)
+                )
                 if isinstance(committed, Committed):
                     return committed
-                if committed == WAIT:  # once a call: no commit waits for ever
-                    paced = True
-                    time.sleep(max(0.0, self.log.tip_time + COMMIT_GAP_S - time.time()))
+                if committed == WAIT:
+                    waits += 1
+                    time.sleep(
+                        max(0.0, self.log.tip_time + COMMIT_GAP_S - time.time())
+                        + random.uniform(0.0, COMMIT_JITTER_S)
+                    )
         raise TimeoutError(
             f"{intent.path}: lost {COMMIT_ATTEMPTS} races for the next Delta version; retry"
         )
+
+    def _in_surge(self) -> bool:
+        """Whether the latest commit carried several files and is under `COMMIT_GAP_S` old.
+
+        Then others' files are surely on their way: the commit is paced
+        without listing the staged files first to find out.
+        """
+        return self.log.tip_files > 1 and time.time() - self.log.tip_time < COMMIT_GAP_S
 
     def commit_staged(self, run_id: str | None = None) -> int | None:
         """Commit every file staged by anyone and not yet in the table (maintenance).

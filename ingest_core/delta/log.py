@@ -82,6 +82,8 @@ class DeltaLog:
     """sha256 -> its commit, for contents committed after `base_version`."""
     tip_time: float = 0.0
     """When the latest commit read was made (epoch seconds; 0: none read)."""
+    tip_files: int = 0
+    """How many contents the latest commit read carried (0: none read)."""
     _stale: bool = True
     _tip_seen_at: float = 0.0
 
@@ -185,6 +187,7 @@ class DeltaLog:
                     self.tip_time = info["timestamp"] / 1000
             elif "metaData" in action or "protocol" in action:
                 self._stale = True
+        self.tip_files = len(shas)
         for sha in shas:
             entry = files.get(sha, {})
             self.landed[sha] = Committed(version, entry.get("rows"), entry.get("file"))
