@@ -62,10 +62,11 @@ event commits at once."""
 COMMIT_GAP_S = 0.3
 """Under a surge, the least time between two commits of a table.
 
-Applied only when other writers' files are staged too (a surge across
-processes): the commit then waits until this long after the latest one, so
-it carries what arrived meanwhile. A lone event finds no one else's file
-staged and commits at once."""
+Applied only when other writers' files are staged too, or the latest commit
+carried several files (a surge across processes): the commit then waits
+until this long after the latest one, so it carries what arrived meanwhile.
+A lone event finds no one else's file staged and commits at once; the last
+file of a surge may wait its turn once."""
 PACED_WAITS = 3
 """The most times one commit waits for its turn (no commit waits for ever)."""
 COMMIT_JITTER_S = 0.1
