@@ -47,7 +47,14 @@ import function_app
 from ingest_core import IngestConfig, StorageConfig
 from ingest_core.config import table_key
 from ingest_core.delta.data_files import write_file
-from ingest_core.delta.group_commit import COMMIT_GAP_S, ORPHANS, STAGING, GroupCommit
+from ingest_core.delta.group_commit import (
+    COMMIT_GAP_S,
+    COMMIT_JITTER_S,
+    ORPHANS,
+    PACED_WAITS,
+    STAGING,
+    GroupCommit,
+)
 from ingest_core.delta.log import LOG_FOLDER
 from ingest_core.delta.maintain import maintain
 from ingest_core.delta.store import LocalStore, store_for
@@ -437,6 +444,25 @@ def test_a_commit_just_after_a_group_commit_waits_its_turn_without_listing_the_s
     # its turn; then one listing for the commit itself
     assert store.listed_at and min(store.listed_at) >= tip + COMMIT_GAP_S
     assert store.calls["list"] == 1 and store.calls["create"] == 1
+
+
+def test_a_commit_after_one_stamped_by_a_clock_far_ahead_waits_its_turn_only_a_few_times(
+    table_uri: str, tmp_path: Path
+):
+    write_deltalake(table_uri, rows_of([-1]))
+    group = GroupCommit(TableRef.of(table_uri))
+    try:
+        group.table_schema()
+        surge = [stage(group, [10 + k], tmp_path) for k in range(3)]
+        carried = group.commit(surge[0])
+        group.log.tip_time = time.time() + 60  # as another host whose clock is a minute ahead
+        late = stage(group, [20], tmp_path)
+        started = time.monotonic()
+        assert group.commit(late).version == carried.version + 1
+        took = time.monotonic() - started
+    finally:
+        group.close()
+    assert took < PACED_WAITS * (COMMIT_GAP_S + COMMIT_JITTER_S) + 1.0, took
 
 
 def test_a_commit_just_after_a_commit_of_one_file_is_made_at_once(

@@ -228,9 +228,11 @@ class GroupCommit:
                     return committed
                 if committed == WAIT:
                     waits += 1
+                    turn = self.log.tip_time + COMMIT_GAP_S - time.time()
+                    # capped: a commit stamped by a host whose clock runs ahead is no reason
+                    # to wait longer than the gap
                     time.sleep(
-                        max(0.0, self.log.tip_time + COMMIT_GAP_S - time.time())
-                        + random.uniform(0.0, COMMIT_JITTER_S)
+                        min(COMMIT_GAP_S, max(0.0, turn)) + random.uniform(0.0, COMMIT_JITTER_S)
                     )
         raise TimeoutError(
             f"{intent.path}: lost {COMMIT_ATTEMPTS} races for the next Delta version; retry"
