@@ -244,7 +244,11 @@ class GroupCommit:
         Then others' files are surely on their way: the commit is paced
         without listing the staged files first to find out.
         """
-        return self.log.tip_files > 1 and time.time() - self.log.tip_time < COMMIT_GAP_S
+        return self.log.tip_files > 1 and self._tip_is_recent()
+
+    def _tip_is_recent(self) -> bool:
+        """Whether the latest commit read is under `COMMIT_GAP_S` old (pacing applies)."""
+        return time.time() - self.log.tip_time < COMMIT_GAP_S
 
     def commit_staged(self, run_id: str | None = None) -> int | None:
         """Commit every file staged by anyone and not yet in the table (maintenance).
@@ -321,7 +325,7 @@ class GroupCommit:
         if must is not None:
             # an intent a commit just carried may still be listed (its retire runs behind)
             others = any(sha != must.sha256 and sha not in self.log.landed for sha in staged)
-            if pace and others and time.time() - self.log.tip_time < COMMIT_GAP_S:
+            if pace and others and self._tip_is_recent():
                 return WAIT
             mine = staged.setdefault(must.sha256, [])
             mine[:] = [must, *(i for i in mine if i.name != must.name)]
