@@ -25,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -422,14 +423,23 @@ def _one_measured_group_commit(table: str, tmp: Path, first: int) -> Counter[str
     return store.calls
 
 
-def test_a_commit_just_after_a_group_commit_waits_its_turn_without_listing_the_staged_files(
-    table_uri: str, tmp_path: Path
-):
+@contextmanager
+def group_on_a_new_table(table_uri: str, store: LocalStore | None = None) -> Iterator[GroupCommit]:
+    """A group commit on a table delta-rs just created, its snapshot read; closed after."""
     write_deltalake(table_uri, rows_of([-1]))
-    store = CountingStore(Path(table_uri))
     group = GroupCommit(TableRef.of(table_uri), store)
     try:
         group.table_schema()
+        yield group
+    finally:
+        group.close()
+
+
+def test_a_commit_just_after_a_group_commit_waits_its_turn_without_listing_the_staged_files(
+    table_uri: str, tmp_path: Path
+):
+    store = CountingStore(Path(table_uri))
+    with group_on_a_new_table(table_uri, store) as group:
         surge = [stage(group, [10 + k], tmp_path) for k in range(3)]
         carried = group.commit(surge[0])
         assert group.log.tip_files == 3
@@ -438,8 +448,6 @@ def test_a_commit_just_after_a_group_commit_waits_its_turn_without_listing_the_s
         store.calls.clear()
         store.listed_at.clear()
         assert group.commit(late).version == carried.version + 1
-    finally:
-        group.close()
     # others' files are surely on their way: no listing to find out, and no commit before
     # its turn; then one listing for the commit itself
     assert store.listed_at and min(store.listed_at) >= tip + COMMIT_GAP_S
@@ -449,10 +457,7 @@ def test_a_commit_just_after_a_group_commit_waits_its_turn_without_listing_the_s
 def test_a_commit_after_one_stamped_by_a_clock_far_ahead_waits_its_turn_only_a_few_times(
     table_uri: str, tmp_path: Path
 ):
-    write_deltalake(table_uri, rows_of([-1]))
-    group = GroupCommit(TableRef.of(table_uri))
-    try:
-        group.table_schema()
+    with group_on_a_new_table(table_uri) as group:
         surge = [stage(group, [10 + k], tmp_path) for k in range(3)]
         carried = group.commit(surge[0])
         group.log.tip_time = time.time() + 60  # as another host whose clock is a minute ahead
@@ -460,18 +465,13 @@ def test_a_commit_after_one_stamped_by_a_clock_far_ahead_waits_its_turn_only_a_f
         started = time.monotonic()
         assert group.commit(late).version == carried.version + 1
         took = time.monotonic() - started
-    finally:
-        group.close()
     assert took < PACED_WAITS * (COMMIT_GAP_S + COMMIT_JITTER_S) + 1.0, took
 
 
 def test_a_commit_just_after_a_commit_of_one_file_is_made_at_once(
     table_uri: str, tmp_path: Path
 ):
-    write_deltalake(table_uri, rows_of([-1]))
-    group = GroupCommit(TableRef.of(table_uri))
-    try:
-        group.table_schema()
+    with group_on_a_new_table(table_uri) as group:
         first = stage(group, [10], tmp_path)
         group.commit(first)
         assert group.log.tip_files == 1
@@ -482,8 +482,6 @@ def test_a_commit_just_after_a_commit_of_one_file_is_made_at_once(
         started = time.monotonic()
         group.commit(late)
         took = time.monotonic() - started
-    finally:
-        group.close()
     assert took < COMMIT_GAP_S / 2, took  # lone events: nobody waits for company
 
 
