@@ -342,6 +342,7 @@ def fresh_azurite(*, in_memory: bool = False) -> Iterator[None]:
     folder = tempfile.mkdtemp(prefix="surge-azurite-")
     azurite = subprocess.Popen(
         [str(REPO / "node_modules" / ".bin" / "azurite"), "--silent", "--skipApiVersionCheck",
+         "--disableTelemetry",
          *(["--inMemoryPersistence"] if in_memory else ["--location", folder]),
          "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
          "--blobPort", str(ports[0]), "--queuePort", str(ports[1]), "--tablePort", str(ports[2])],

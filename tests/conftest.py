@@ -52,7 +52,7 @@ def azurite() -> Iterator[str]:
     workdir = tempfile.mkdtemp(prefix="azurite-")
     log = open(os.path.join(workdir, "azurite.log"), "w")
     process = subprocess.Popen(
-        [*_azurite_command(), "--silent", "--skipApiVersionCheck",
+        [*_azurite_command(), "--silent", "--skipApiVersionCheck", "--disableTelemetry",
          "--location", workdir, "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
          "--tableHost", "127.0.0.1"],
         stdout=log, stderr=subprocess.STDOUT,
