@@ -48,7 +48,7 @@ class LeaseKeeper:
 
     def renew_now(self, sha256s: list[str]) -> set[str]:
         """Renew these rows at once; return those whose lease was lost (dropped)."""
-        with self._lock:
+        with self._ledger.batch(), self._lock:
             self._renew(sha256s)
             lost = {s for s in sha256s if s in self._lost}
             for sha in lost:
@@ -56,24 +56,27 @@ class LeaseKeeper:
             return lost
 
     def _renew(self, sha256s: list[str]) -> None:
-        """Renew each held row, the writes grouped (`BaseLedger.batch`)."""
-        with self._ledger.batch():
-            for sha in sha256s:
-                record = self._held.get(sha)
-                if record is None or sha in self._lost:
-                    continue
-                try:
-                    self._held[sha] = self._ledger.renew(record, self._lease_seconds)
-                except LeaseLostError:
-                    self._lost.add(sha)
+        """Renew each held row. The caller holds the ledger's `batch` (the writes go as one
+        group), then `_lock`: in that order, as a claim group holds its batch when it
+        calls `hold`. A renewal that took `_lock` first would wait for the group's
+        SQLite write lock while the group waits for `_lock`, both stalled until SQLite's
+        busy timeout, and every other process's ledger writes with them."""
+        for sha in sha256s:
+            record = self._held.get(sha)
+            if record is None or sha in self._lost:
+                continue
+            try:
+                self._held[sha] = self._ledger.renew(record, self._lease_seconds)
+            except LeaseLostError:
+                self._lost.add(sha)
 
     def _run(self) -> None:
         while not self._stop.wait(self._lease_seconds / 3):
-            with self._lock:
-                try:
+            try:
+                with self._ledger.batch(), self._lock:
                     self._renew(list(self._held))
-                except Exception:
-                    continue
+            except Exception:
+                continue
 
     def close(self) -> None:
         """Stop the renewal thread."""
