@@ -45,6 +45,7 @@ from helpers import write_parquet
 from test_function_app import BLOB_ENDPOINT, grid_event
 
 import function_app
+import ingest_core.delta.group_commit as group_commit
 from ingest_core import IngestConfig, StorageConfig
 from ingest_core.config import table_key
 from ingest_core.delta.data_files import write_file
@@ -55,6 +56,8 @@ from ingest_core.delta.group_commit import (
     PACED_WAITS,
     STAGING,
     GroupCommit,
+    Intent,
+    StagedSchemaError,
 )
 from ingest_core.delta.log import LOG_FOLDER
 from ingest_core.delta.maintain import maintain
@@ -166,6 +169,9 @@ class Lake:
         return [p for p in self.folder() if p.startswith(STAGING) and not p.startswith(ORPHANS)
                 and not p.rsplit("/", 1)[-1].startswith(".")]
 
+    def orphan_records(self) -> list[str]:
+        return [p for p in self.folder() if p.startswith(ORPHANS)]
+
     def referenced(self) -> set[str]:
         return {uri.rsplit("/", 1)[-1] for uri in self.delta().file_uris()}
 
@@ -189,7 +195,7 @@ class Lake:
         if expected_ids is not None:  # what maintenance committed of the staged files included
             self.check(expected_ids)
         assert self.staged() == []
-        assert [p for p in self.folder() if p.startswith(ORPHANS)] == []
+        assert self.orphan_records() == []
         left = self.data_files() - self.referenced()
         assert left <= (cut or set()), f"data files the table does not reference: {left}"
         if left:  # a full vacuum deletes them (the lite one maintenance runs does not)
@@ -404,6 +410,10 @@ class CountingStore(LocalStore):
         self.calls["create"] += 1
         return super().create(path, data)
 
+    def delete_all(self, paths: list[str]) -> None:
+        self.calls["delete"] += len(paths)
+        super().delete_all(paths)
+
 
 def _one_measured_group_commit(table: str, tmp: Path, first: int) -> Counter[str]:
     """Stage two files and commit them, counting the store's requests from the commit's start."""
@@ -483,6 +493,56 @@ def test_a_commit_just_after_a_commit_of_one_file_is_made_at_once(
         group.commit(late)
         took = time.monotonic() - started
     assert took < COMMIT_GAP_S / 2, took  # lone events: nobody waits for company
+
+
+def test_a_thread_writes_its_next_intent_over_its_last_once_that_landed_and_deletes_none(
+    table_uri: str, tmp_path: Path
+):
+    store = CountingStore(Path(table_uri))
+    with group_on_a_new_table(table_uri, store) as group:
+        first = stage(group, [10], tmp_path)
+        group.commit(first)
+        second = stage(group, [20], tmp_path)
+        group.commit(second)
+        third = stage(group, [30], tmp_path)
+        group.commit(third)
+        assert first.name == second.name == third.name
+        assert store.names(STAGING) == [STAGING + third.name]
+        assert Intent.from_json(store.read(STAGING + third.name) or b"").sha256 == third.sha256
+        assert store.calls["delete"] == 0  # a busy thread deletes no intent
+    assert store.names(STAGING) == []  # closing deletes the free record
+    assert sorted(DeltaTable(table_uri).to_pyarrow_table()["id"].to_pylist()) == [-1, 10, 20, 30]
+
+
+def test_an_idle_threads_intent_record_is_deleted_by_its_owner(
+    table_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(group_commit, "SLOT_IDLE_S", 0.2)
+    with group_on_a_new_table(table_uri) as group:
+        group.commit(stage(group, [10], tmp_path))
+        assert group.store.names(STAGING) != []
+        deadline = time.monotonic() + 5
+        while group.store.names(STAGING) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert group.store.names(STAGING) == []  # deleted while the group is still open
+
+
+def test_an_intent_whose_commit_failed_stays_for_any_committer_and_its_thread_takes_another(
+    table_uri: str, tmp_path: Path
+):
+    with group_on_a_new_table(table_uri) as group:
+        failed = stage(group, [10], tmp_path)
+        # the table's columns change before the commit: the staged file no longer fits
+        write_deltalake(table_uri, pa.table({"id": ["x"]}), mode="overwrite",
+                        schema_mode="overwrite")
+        with pytest.raises(StagedSchemaError):
+            group.commit(failed)
+        later = stage(group, [20], tmp_path)
+    assert later.name != failed.name
+    # an intent is never withdrawn: the failed one is still there for a committer to carry
+    assert Intent.from_json(
+        group.store.read(STAGING + failed.name) or b""
+    ).sha256 == failed.sha256
 
 
 @pytest.mark.slow
@@ -667,10 +727,11 @@ def test_worker_killed_in_the_group_commit_is_recovered_by_redelivery_exactly_on
 def test_a_committed_data_file_compacted_away_is_kept_for_the_versions_that_hold_it(
     lake: Lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """Intents left staged by a committer killed after its commit are retired by the next
-    committer as orphans (it finds their contents in its base, their files unknown). Once
-    compaction has replaced those files in the latest version, maintenance must still not
-    delete them: the versions before the compaction read them (time travel, old snapshots).
+    """Intents left staged by a committer killed after its commit are recorded as orphans
+    by the next committer (it finds their contents in its base, their files unknown); their
+    records, a dead process's, wait for maintenance. Once compaction has replaced those
+    files in the latest version, maintenance must still not delete them: the versions
+    before the compaction read them (time travel, old snapshots).
     """
     seeded(lake)
     paths = lake.files(4)
@@ -687,9 +748,11 @@ def test_a_committed_data_file_compacted_away_is_kept_for_the_versions_that_hold
         group.commit(stage(group, [5000], tmp_path))
     finally:
         group.close()
-    assert lake.staged() == []
+    assert len(lake.staged()) == 4  # the dead worker's; the later one deleted its own
+    assert len(lake.orphan_records()) == 4
     maintain(lake.config(), compact=True, checkpoint=False, staging_after_s=None)
     maintain(lake.config(), compact=False, checkpoint=False, staging_after_s=0)
+    assert lake.staged() == []
     before = DeltaTable(lake.table, version=committed, storage_options=lake.ref.storage_options())
     assert before.to_pyarrow_table().num_rows == rows
 

@@ -20,6 +20,11 @@ create it. Several intents of one content (a takeover re-staged it) become
 one add. Once written, an intent is never withdrawn: any committer may carry
 it, so a staged data file is only deleted once the content is in the table
 by another file (`_ingest_staging/orphans/`, cleaned by `clean`).
+
+An intent's record belongs to the thread that staged it: the thread writes
+its next intent over it once its content is in the table, and deletes it
+after `SLOT_IDLE_S` without a new file (`close` deletes at once). Records a
+dead process left are deleted by `clean` once their content is in the table.
 """
 
 from __future__ import annotations
@@ -69,6 +74,12 @@ A lone event finds no one else's file staged and commits at once; the last
 file of a surge may wait its turn once."""
 PACED_WAITS = 3
 """The most times one commit waits for its turn (no commit waits for ever)."""
+SLOT_IDLE_S = 5.0
+"""How long a thread's intent record outlives its last commit before its owner deletes it.
+
+Each invocation thread re-uses one record under `_ingest_staging/` for its
+next file while it keeps busy: a surge deletes no intents (a blob delete
+costs a listing's worth on some stores, Azurite's grows with every blob)."""
 COMMIT_JITTER_S = 0.1
 """The most a paced commit waits on top of `COMMIT_GAP_S`, at random.
 
@@ -113,6 +124,15 @@ class Intent:
         return cls(**{k: v for k, v in json.loads(raw).items() if k in known})
 
 
+@dataclass
+class _Slot:
+    """One thread's intent record: re-used for its next file once `free` (its content landed)."""
+
+    name: str
+    free: bool = False
+    free_since: float = 0.0
+
+
 class GroupCommit:
     """Stages files of one table and commits whatever is staged, many files per commit.
 
@@ -129,6 +149,15 @@ class GroupCommit:
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="staging-cleaner")
         self._retiring: list[Future[None]] = []
         """Retires submitted to the cleaner and not yet seen done (`clean` waits for them)."""
+        self._slots: dict[str, _Slot] = {}
+        """This process's intent records, by name, until deleted."""
+        self._current: dict[int, str] = {}
+        """Each thread's latest record, by thread id: the one it re-uses once free."""
+        self._slots_lock = threading.Lock()
+        self._janitor: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._orphaned: set[str] = set()
+        """Intent records this process has written an orphan record for."""
 
     def find(self, sha256: str) -> Committed | None:
         """The commit that carried `sha256`, reading the log up to now first."""
@@ -181,7 +210,7 @@ class GroupCommit:
         metadata = pq.read_metadata(local_file)
         self.store.upload(data_file, local_file)
         intent = Intent(
-            name=f"{sha256}-{uuid.uuid4().hex[:12]}.json",
+            name=self._slot_for_stage(),
             sha256=sha256,
             path=path,
             rows=metadata.num_rows,
@@ -207,7 +236,18 @@ class GroupCommit:
 
         Raises StagedSchemaError when the table's columns changed so that the
         file no longer fits, and TimeoutError after `COMMIT_ATTEMPTS` lost races.
+        Once it returns, the thread's intent record is free for its next file;
+        after a raise the record stays as it is (any committer may carry it).
         """
+        committed = self._commit(intent)
+        if committed.data_file != intent.add["path"]:
+            # in the table by another data file (or one this writer cannot name):
+            # this one is an orphan, recorded before the record that names it is re-used
+            self._record_orphans([intent])
+        self._free_slot(intent.name)
+        return committed
+
+    def _commit(self, intent: Intent) -> Committed:
         with self._lock:
             carried = self.log.landed.get(intent.sha256)  # by this process's last commit
             if carried is not None:
@@ -264,14 +304,23 @@ class GroupCommit:
         return None
 
     def close(self) -> None:
-        """Let the background deletes finish."""
+        """Delete this process's free intent records; let the background writes finish."""
+        self._closing.set()
+        if self._janitor is not None:
+            self._janitor.join()
+        try:
+            self._delete_idle_slots(idle_s=0.0)
+        except Exception:  # landed intents: `clean` deletes what is left
+            pass
         self._cleaner.shutdown(wait=True)
 
     def clean(self, older_than_s: float = 3600.0, run_id: str | None = None) -> dict[str, int]:
         """Maintenance of the staging area: commit what was left staged, delete orphaned data files.
 
         Intents older than `older_than_s` are committed (their owners died after
-        staging); an orphan record's data file is deleted when the latest version
+        staging), and their records deleted once their content is in the table (a
+        live thread re-uses or deletes its own within `SLOT_IDLE_S`); an orphan
+        record's data file is deleted when the latest version
         does not reference it and no commit in the recent history carried it (a
         committer that found the content in its base snapshot records its own
         committed file as an orphan; compaction may since have replaced it, but
@@ -286,7 +335,17 @@ class GroupCommit:
                 counts["committed"] = sum(
                     1 for c in self.log.landed.values() if before < c.version <= version
                 )
+        with self._lock:
+            self.log.refresh()
+            left = [
+                i for intents in staged.values() for i in intents
+                if time.time() - i.staged_at > older_than_s
+                and self.log.find(i.sha256, since=i.checked_at) is not None
+            ]
+        self._retire(left)
         self._wait_retired()  # the intents just retired leave their orphan records first
+        if left:
+            self.store.delete_all([STAGING + i.name for i in left])
         orphans = self.store.names(ORPHANS)
         if not orphans:
             return counts
@@ -386,26 +445,79 @@ class GroupCommit:
         return {f["name"]: json.dumps(f["type"]) for f in fields}
 
     def _retire(self, done: list[Intent]) -> None:
-        """Retire intents in the background: committed ones go, others leave an orphan record.
-
-        An intent whose content landed in another data file leaves a record
-        under `orphans/`, so `clean` can delete its data file once it
-        is sure no commit references it.
+        """Record, in the background, each landed intent whose data file the table does not
+        hold (another file carried its content) under `orphans/`, so `clean` can delete
+        that data file once it is sure no commit references it. The intent records
+        themselves stay: their owners re-use or delete them.
         """
         if not done:
             return
         committed_files = {
             c.data_file for c in (self.log.landed.get(i.sha256) for i in done) if c is not None
         }
-
-        def retire() -> None:
-            for intent in done:
-                if intent.add["path"] not in committed_files:
-                    self.store.write(ORPHANS + intent.name, intent.to_json())
-            self.store.delete_all([STAGING + i.name for i in done])
-
+        orphans = [i for i in done if i.add["path"] not in committed_files]
+        if not orphans:
+            return
         self._retiring = [f for f in self._retiring if not f.done()]
-        self._retiring.append(self._cleaner.submit(retire))
+        self._retiring.append(self._cleaner.submit(self._record_orphans, orphans))
+
+    def _record_orphans(self, intents: list[Intent]) -> None:
+        """Write an orphan record for each intent whose data file the table does not hold
+        (once per process: an intent record stays listed until its owner re-uses it)."""
+        for intent in intents:
+            key = f"{intent.name}:{intent.sha256}:{intent.add['path']}"
+            if key in self._orphaned:
+                continue
+            data_file = intent.add["path"].rsplit("/", 1)[-1].removesuffix(".parquet")
+            self.store.write(ORPHANS + f"{intent.sha256}-{data_file}.json", intent.to_json())
+            with self._slots_lock:
+                if len(self._orphaned) > 10_000:
+                    self._orphaned.clear()
+                self._orphaned.add(key)
+
+    # -- each thread's intent record ---------------------------------------------------
+
+    def _slot_for_stage(self) -> str:
+        """The name of this thread's intent record: its own if free, else a new one."""
+        with self._slots_lock:
+            slot = self._slots.get(self._current.get(threading.get_ident(), ""))
+            if slot is None or not slot.free:
+                slot = _Slot(f"{uuid.uuid4().hex}.json")
+                self._slots[slot.name] = slot
+                self._current[threading.get_ident()] = slot.name
+            slot.free = False
+            if self._janitor is None and not self._closing.is_set():
+                self._janitor = threading.Thread(
+                    target=self._janitor_loop, name="staging-janitor", daemon=True
+                )
+                self._janitor.start()
+            return slot.name
+
+    def _free_slot(self, name: str) -> None:
+        """The intent in record `name` has landed: its thread may write its next one there."""
+        with self._slots_lock:
+            slot = self._slots.get(name)
+            if slot is not None:
+                slot.free = True
+                slot.free_since = time.monotonic()
+
+    def _janitor_loop(self) -> None:
+        while not self._closing.wait(SLOT_IDLE_S):
+            try:
+                self._delete_idle_slots(idle_s=SLOT_IDLE_S)
+            except Exception:  # the next round, `close` or `clean` deletes them
+                continue
+
+    def _delete_idle_slots(self, idle_s: float) -> None:
+        """Delete the records free for `idle_s` (their threads write a new one next time)."""
+        now = time.monotonic()
+        with self._slots_lock:
+            names = [n for n, s in self._slots.items() if s.free and now - s.free_since >= idle_s]
+            for name in names:
+                del self._slots[name]
+            self._current = {t: n for t, n in self._current.items() if n in self._slots}
+        if names:
+            self.store.delete_all([STAGING + n for n in names])
 
     def _wait_retired(self) -> None:
         """Wait until the retires submitted so far have written their orphan records."""
