@@ -157,7 +157,7 @@ class GroupCommit:
         self._janitor: threading.Thread | None = None
         self._closing = threading.Event()
         self._orphaned: set[str] = set()
-        """Intent records this process has written an orphan record for."""
+        """The staged data files this process has written an orphan record for."""
 
     def find(self, sha256: str) -> Committed | None:
         """The commit that carried `sha256`, reading the log up to now first."""
@@ -465,15 +465,15 @@ class GroupCommit:
         """Write an orphan record for each intent whose data file the table does not hold
         (once per process: an intent record stays listed until its owner re-uses it)."""
         for intent in intents:
-            key = f"{intent.name}:{intent.sha256}:{intent.add['path']}"
-            if key in self._orphaned:
+            data_file = intent.add["path"]
+            if data_file in self._orphaned:
                 continue
-            data_file = intent.add["path"].rsplit("/", 1)[-1].removesuffix(".parquet")
-            self.store.write(ORPHANS + f"{intent.sha256}-{data_file}.json", intent.to_json())
-            with self._slots_lock:
+            stem = data_file.rsplit("/", 1)[-1].removesuffix(".parquet")
+            self.store.write(ORPHANS + f"{intent.sha256}-{stem}.json", intent.to_json())
+            with self._slots_lock:  # cleaner threads and invocations both record
                 if len(self._orphaned) > 10_000:
                     self._orphaned.clear()
-                self._orphaned.add(key)
+                self._orphaned.add(data_file)
 
     # -- each thread's intent record ---------------------------------------------------
 
