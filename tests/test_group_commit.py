@@ -686,7 +686,7 @@ def test_worker_killed_in_the_group_commit_is_recovered_by_redelivery_exactly_on
     if point == "after_group_commit":
         assert [sorted(s) for s in new.values()] == [sorted(shas)]  # one commit carried all
         assert processing == shas  # committed, not yet completed
-        assert len(lake.staged()) == 4  # not yet retired
+        assert len(lake.staged()) == 4  # a dead process's records: maintenance deletes them
     elif point == "during_group_commit":
         assert new == {}
         assert len(lake.staged()) == 4  # the committer's group: every file of the worker

@@ -147,8 +147,8 @@ class GroupCommit:
         self._preparing = 0
         self._prepared = threading.Condition()
         self._cleaner = ThreadPoolExecutor(max_workers=2, thread_name_prefix="staging-cleaner")
-        self._retiring: list[Future[None]] = []
-        """Retires submitted to the cleaner and not yet seen done (`clean` waits for them)."""
+        self._orphan_writes: list[Future[None]] = []
+        """Orphan records submitted to the cleaner and not yet seen written (`clean` waits)."""
         self._slots: dict[str, _Slot] = {}
         """This process's intent records, by name, until deleted."""
         self._current: dict[int, str] = {}
@@ -342,8 +342,8 @@ class GroupCommit:
                 if time.time() - i.staged_at > older_than_s
                 and self.log.find(i.sha256, since=i.checked_at) is not None
             ]
-        self._retire(left)
-        self._wait_retired()  # the intents just retired leave their orphan records first
+        self._record_orphans_later(left)
+        self._wait_orphan_writes()  # the orphan records first, then the intents go
         if left:
             self.store.delete_all([STAGING + i.name for i in left])
         orphans = self.store.names(ORPHANS)
@@ -382,7 +382,7 @@ class GroupCommit:
         """
         staged = self._staged()
         if must is not None:
-            # an intent a commit just carried may still be listed (its retire runs behind)
+            # intents already in the table stay listed until their threads re-use them
             others = any(sha != must.sha256 and sha not in self.log.landed for sha in staged)
             if pace and others and self._tip_is_recent():
                 return WAIT
@@ -406,7 +406,7 @@ class GroupCommit:
                 continue
             chosen.append(fitting[0])
             spare.extend(i for i in intents if i is not fitting[0])
-        self._retire(landed)
+        self._record_orphans_later(landed)
         if not chosen:
             return None
         crash_point("during_group_commit")
@@ -424,7 +424,7 @@ class GroupCommit:
         if version is None:
             return LOST
         crash_point("after_group_commit")
-        self._retire(chosen + spare)
+        self._record_orphans_later(chosen + spare)
         if must is None:
             return Committed(version)
         return self.log.landed.get(must.sha256)
@@ -444,7 +444,7 @@ class GroupCommit:
         fields = json.loads(base.schema().to_json())["fields"]
         return {f["name"]: json.dumps(f["type"]) for f in fields}
 
-    def _retire(self, done: list[Intent]) -> None:
+    def _record_orphans_later(self, done: list[Intent]) -> None:
         """Record, in the background, each landed intent whose data file the table does not
         hold (another file carried its content) under `orphans/`, so `clean` can delete
         that data file once it is sure no commit references it. The intent records
@@ -458,8 +458,8 @@ class GroupCommit:
         orphans = [i for i in done if i.add["path"] not in committed_files]
         if not orphans:
             return
-        self._retiring = [f for f in self._retiring if not f.done()]
-        self._retiring.append(self._cleaner.submit(self._record_orphans, orphans))
+        self._orphan_writes = [f for f in self._orphan_writes if not f.done()]
+        self._orphan_writes.append(self._cleaner.submit(self._record_orphans, orphans))
 
     def _record_orphans(self, intents: list[Intent]) -> None:
         """Write an orphan record for each intent whose data file the table does not hold
@@ -519,10 +519,10 @@ class GroupCommit:
         if names:
             self.store.delete_all([STAGING + n for n in names])
 
-    def _wait_retired(self) -> None:
-        """Wait until the retires submitted so far have written their orphan records."""
+    def _wait_orphan_writes(self) -> None:
+        """Wait until the orphan records submitted so far are written."""
         with self._lock:
-            pending = list(self._retiring)
+            pending = list(self._orphan_writes)
         for future in pending:
             future.result()
 
